@@ -1,0 +1,131 @@
+//! Command-line parsing and output. Nothing here knows about bridges,
+//! addresses or rules: it parses, calls the engine, prints.
+
+mod container;
+mod network;
+mod output;
+mod tap;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rete::{Engine, Error, Paths};
+
+#[derive(Parser)]
+#[command(
+    name = "rete",
+    version,
+    about = "Container networks on the Linux kernel, without a daemon"
+)]
+struct Cli {
+    /// Where the store lives [env: RETE_STATE_DIR; default /var/lib/rete]
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// Runtime files [env: RETE_RUN_DIR; default /run/rete]
+    #[arg(long, global = true)]
+    run_dir: Option<PathBuf>,
+    /// Where container namespaces are pinned [env: RETE_NETNS_DIR; default /run/netns]
+    #[arg(long, global = true)]
+    netns_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Create a container (a network namespace with its endpoints)
+    Create(container::CreateArgs),
+    /// Create a container if needed and run a command in it
+    Run(container::RunArgs),
+    /// Run a command in an existing container
+    Exec(container::ExecArgs),
+    /// List containers
+    #[command(alias = "ps")]
+    Ls(container::LsArgs),
+    /// Show containers in detail (JSON)
+    Inspect(container::InspectArgs),
+    /// Show a container's published ports
+    Port(container::PortArgs),
+    /// Remove containers (removing one that does not exist is not an error)
+    Rm(container::RmArgs),
+    /// Manage tap devices on networks (VM NICs)
+    #[command(subcommand)]
+    Tap(tap::TapCommand),
+    /// Reconcile the kernel with the store after crashes
+    Gc(container::GcArgs),
+    /// Recreate rete's nftables table from the store
+    FirewallReload,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let mut paths = Paths::from_env();
+    if let Some(d) = cli.state_dir {
+        paths.state_dir = d;
+    }
+    if let Some(d) = cli.run_dir {
+        paths.run_dir = d;
+    }
+    if let Some(d) = cli.netns_dir {
+        paths.netns_dir = d;
+    }
+    let result = Engine::open(paths).and_then(|mut engine| match cli.command {
+        Command::Network(c) => network::run(&mut engine, c),
+        Command::Create(a) => container::create(&mut engine, a),
+        Command::Run(a) => container::run(&mut engine, a),
+        Command::Exec(a) => container::exec(&mut engine, a),
+        Command::Ls(a) => container::ls(&engine, a),
+        Command::Inspect(a) => container::inspect(&engine, a),
+        Command::Port(a) => container::port(&engine, a),
+        Command::Rm(a) => container::rm(&mut engine, a),
+        Command::Tap(c) => tap::run(&mut engine, c),
+        Command::Gc(a) => container::gc(&mut engine, a),
+        Command::FirewallReload => engine.reload_firewall().map(|_| 0),
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rete: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// Exit statuses by error kind, so scripts can tell bad input from a busy
+/// resource from a kernel failure.
+fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Invalid(_) => 2,
+        Error::NotFound(_) => 3,
+        Error::Conflict(_) | Error::InUse(_) => 4,
+        Error::Exhausted(_) => 5,
+        _ => 1,
+    }
+}
+
+/// Parses `k=v` pairs.
+fn key_values(
+    pairs: &[String],
+    what: &str,
+) -> rete::Result<std::collections::BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::Invalid(format!(
+                "invalid {what} \"{p}\": use KEY=VALUE"
+            ))),
+        })
+        .collect()
+}

@@ -1,0 +1,24 @@
+//! Where rete keeps things: the state dir (the store), the run dir (runtime
+//! files: the operation journal) and the directory namespaces are pinned in.
+
+use std::path::PathBuf;
+
+/// Paths of one rete installation; tests give each run its own.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub netns_dir: PathBuf,
+}
+
+impl Paths {
+    /// Defaults, overridden by RETE_STATE_DIR, RETE_RUN_DIR and RETE_NETNS_DIR.
+    pub fn from_env() -> Self {
+        let var = |k: &str, d: &str| PathBuf::from(std::env::var_os(k).unwrap_or_else(|| d.into()));
+        Paths {
+            state_dir: var("RETE_STATE_DIR", "/var/lib/rete"),
+            run_dir: var("RETE_RUN_DIR", "/run/rete"),
+            netns_dir: var("RETE_NETNS_DIR", "/run/netns"),
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! Containers: create (a namespace and its endpoints), remove, connect and
+//! disconnect networks.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::kernel::Kernel;
+use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
+use super::{exec, publish, Engine};
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::journal::{Journal, Undo};
+use crate::model::{Container, Endpoint, Mode, Network};
+use crate::names;
+use crate::netlink::{Rtnl, VethSpec};
+use crate::netns;
+use crate::portspec::PortSpec;
+use crate::store::Db;
+
+/// One `--network` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkChoice {
+    None,
+    Host,
+    Container(String),
+    Network(String),
+}
+
+impl FromStr for NetworkChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => NetworkChoice::None,
+            "host" => NetworkChoice::Host,
+            _ => match s.strip_prefix("container:") {
+                Some("") => {
+                    return Err("container: needs a container name, as container:web".into())
+                }
+                Some(c) => NetworkChoice::Container(c.to_string()),
+                None => NetworkChoice::Network(s.to_string()),
+            },
+        })
+    }
+}
+
+/// What `rete create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerRequest {
+    pub name: String,
+    /// Empty: the default network.
+    pub networks: Vec<NetworkChoice>,
+    pub ip: Option<IpAddr>,
+    pub ip6: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    pub ports: Vec<PortSpec>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// An existing namespace to attach (a runtime's) instead of a new one.
+    pub netns: Option<PathBuf>,
+}
+
+pub(super) fn get(db: &Db, name: &str) -> Result<Container> {
+    db.container(name)?
+        .ok_or_else(|| Error::NotFound(format!("container \"{name}\" not found; see `rete ls`")))
+}
+
+impl Engine {
+    /// Creates a container: its namespace, endpoints and published ports.
+    pub fn create_container(&mut self, req: ContainerRequest) -> Result<Container> {
+        self.transact(|db, kernel, journal| create(db, kernel, journal, req))
+    }
+
+    /// Removes a container and everything rete made for it, ending the
+    /// processes rete started in it. Removing one that does not exist is not
+    /// an error (returns false).
+    pub fn remove_container(&mut self, name: &str) -> Result<bool> {
+        self.transact(|db, kernel, _| remove(db, kernel, name))
+    }
+
+    /// Attaches a container to one more network.
+    pub fn connect(
+        &mut self,
+        network: &str,
+        container: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Container> {
+        self.transact(|db, kernel, journal| {
+            let mut c = get(db, container)?;
+            let net = network::get(db, network)?;
+            if c.mode != Mode::Bridge {
+                return Err(Error::Invalid(format!(
+                    "container \"{container}\" uses network mode {}; only bridge-mode containers join networks",
+                    c.mode
+                )));
+            }
+            if c.endpoints.iter().any(|e| e.network == network) {
+                return Err(Error::Conflict(format!(
+                    "container \"{container}\" is already connected to network \"{network}\""
+                )));
+            }
+            let path = c.netns.clone().expect("bridge containers have a namespace");
+            let ns = open_ns(&path)?;
+            let mut inner = Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in container", e))?;
+            let ifname = (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+                .expect("a free interface name");
+            let (ip4, ip6) = match ip {
+                Some(IpAddr::V6(_)) => (None, ip),
+                _ => (ip, None),
+            };
+            let routed = Routed::of(&c);
+            let ep = attach(db, kernel, journal, &ns, &mut inner, &c.name, &net, &ifname, ip4, ip6, None, routed)?;
+            let before = publish::elements(&c);
+            c.endpoints.push(ep);
+            refresh_ports(db, kernel, journal, &before, &c)?;
+            db.put_container(&c)?;
+            Ok(c)
+        })
+    }
+
+    /// Detaches a container from a network.
+    pub fn disconnect(&mut self, network: &str, container: &str) -> Result<Container> {
+        self.transact(|db, kernel, journal| detach(db, kernel, journal, container, network))
+    }
+}
+
+fn create(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    req: ContainerRequest,
+) -> Result<Container> {
+    names::check_name("container", &req.name)?;
+    if db.container(&req.name)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "container \"{}\" already exists; remove it with `rete rm {}` or choose another name",
+            req.name, req.name
+        )));
+    }
+    if let Some(h) = &req.hostname {
+        if h.is_empty()
+            || h.len() > 64
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(Error::Invalid(format!(
+                "invalid hostname \"{h}\": use letters, digits, '-' and '.', at most 64 characters"
+            )));
+        }
+    }
+    let mode = mode_of(&req.networks)?;
+    if mode != Mode::Bridge {
+        if !req.ports.is_empty() {
+            return Err(Error::Invalid(format!(
+                "-p needs a bridge network; network mode {mode} has no ports of its own to publish"
+            )));
+        }
+        if req.ip.is_some() || req.ip6.is_some() || req.mac.is_some() {
+            return Err(Error::Invalid(format!(
+                "--ip, --ip6 and --mac need a bridge network, not network mode {mode}"
+            )));
+        }
+    }
+    if let Some(IpAddr::V6(_)) = req.ip {
+        return Err(Error::Invalid(
+            "--ip takes an IPv4 address; use --ip6 for IPv6".into(),
+        ));
+    }
+    if let Some(IpAddr::V4(_)) = req.ip6 {
+        return Err(Error::Invalid(
+            "--ip6 takes an IPv6 address; use --ip for IPv4".into(),
+        ));
+    }
+    let mut c = Container {
+        name: req.name.clone(),
+        id: random_id(),
+        mode: mode.clone(),
+        netns: None,
+        owns_netns: false,
+        endpoints: Vec::new(),
+        ports: Vec::new(),
+        hostname: req.hostname.clone(),
+        labels: req.labels.clone(),
+        processes: Vec::new(),
+        created: now(),
+    };
+    match &mode {
+        Mode::Host => {}
+        Mode::Container(other) => {
+            let o = db.container(other)?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "container \"{other}\" (from --network container:{other}) not found; create it first"
+                ))
+            })?;
+            if let Mode::Container(root) = &o.mode {
+                c.mode = Mode::Container(root.clone());
+            } else if o.mode == Mode::Host {
+                c.mode = Mode::Host;
+            }
+            c.netns = o.netns.clone();
+        }
+        Mode::None | Mode::Bridge => {
+            let networks = resolve_networks(db, kernel, journal, &req.networks)?;
+            let ns = sandbox(kernel, journal, &mut c, req.netns.as_deref())?;
+            let mut inner =
+                Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in container", e))?;
+            inner
+                .set_up(1)
+                .map_err(|e| Error::kernel("bring up lo", e))?;
+            let mut routed = Routed::default();
+            for (i, net) in networks.iter().enumerate() {
+                let (ip4, ip6, mac) = if i == 0 {
+                    (req.ip, req.ip6, req.mac)
+                } else {
+                    (None, None, None)
+                };
+                let ep = attach(
+                    db,
+                    kernel,
+                    journal,
+                    &ns,
+                    &mut inner,
+                    &c.name,
+                    net,
+                    &format!("eth{i}"),
+                    ip4,
+                    ip6,
+                    mac,
+                    routed,
+                )?;
+                routed = Routed::of_endpoints(routed, &ep, net);
+                c.endpoints.push(ep);
+            }
+            if let Some(ip) = req.ip.or(req.ip6) {
+                if networks.is_empty() {
+                    unreachable!("mode checked above");
+                }
+                if !c.endpoints[0].addresses.iter().any(|a| a.addr() == ip) {
+                    return Err(Error::Invalid(format!(
+                        "address {ip} is not in any subnet of network \"{}\"",
+                        networks[0].name
+                    )));
+                }
+            }
+            c.ports = publish::resolve(db, &c, &req.ports)?;
+            for m in &c.ports {
+                db.add_port(m, &c.name)?;
+            }
+            let elements = publish::elements(&c);
+            if !elements.is_empty() {
+                journal.record(Undo::Elements(elements.clone()))?;
+                kernel.firewall(db)?.add(&elements)?;
+            }
+        }
+    }
+    db.put_container(&c)?;
+    Ok(c)
+}
+
+/// The network mode a list of `--network` values means.
+fn mode_of(choices: &[NetworkChoice]) -> Result<Mode> {
+    let special = choices
+        .iter()
+        .find(|c| !matches!(c, NetworkChoice::Network(_)));
+    match special {
+        Some(s) if choices.len() > 1 => Err(Error::Invalid(format!(
+            "network mode {} cannot be combined with other --network values",
+            match s {
+                NetworkChoice::None => "none".to_string(),
+                NetworkChoice::Host => "host".to_string(),
+                NetworkChoice::Container(c) => format!("container:{c}"),
+                NetworkChoice::Network(_) => unreachable!(),
+            }
+        ))),
+        Some(NetworkChoice::None) => Ok(Mode::None),
+        Some(NetworkChoice::Host) => Ok(Mode::Host),
+        Some(NetworkChoice::Container(c)) => Ok(Mode::Container(c.clone())),
+        _ => Ok(Mode::Bridge),
+    }
+}
+
+/// The bridge networks named, the default one (created on first use) when
+/// none is.
+fn resolve_networks(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    choices: &[NetworkChoice],
+) -> Result<Vec<Network>> {
+    if choices == [NetworkChoice::None] {
+        return Ok(Vec::new());
+    }
+    if choices.is_empty() {
+        return Ok(vec![match db.network(DEFAULT_NETWORK)? {
+            Some(n) => n,
+            None => network::create(
+                db,
+                kernel,
+                journal,
+                NetworkRequest {
+                    name: DEFAULT_NETWORK.into(),
+                    ..Default::default()
+                },
+            )?,
+        }]);
+    }
+    let mut out: Vec<Network> = Vec::new();
+    for choice in choices {
+        let NetworkChoice::Network(name) = choice else {
+            unreachable!("mode checked")
+        };
+        if out.iter().any(|n| &n.name == name) {
+            return Err(Error::Invalid(format!("network \"{name}\" is named twice")));
+        }
+        out.push(network::get(db, name)?);
+    }
+    Ok(out)
+}
+
+/// The container's namespace: the runtime's, or a new one pinned under the
+/// netns dir by the container's name.
+fn sandbox(
+    kernel: &Kernel,
+    journal: &mut Journal,
+    c: &mut Container,
+    external: Option<&std::path::Path>,
+) -> Result<File> {
+    if let Some(path) = external {
+        let ns = open_ns(path)?;
+        c.netns = Some(path.to_path_buf());
+        return Ok(ns);
+    }
+    let path = kernel.paths.netns_dir.join(&c.name);
+    if path.exists() {
+        return Err(Error::Conflict(format!(
+            "a network namespace already exists at {}; remove it (`ip netns delete {}`) or choose another name",
+            path.display(),
+            c.name
+        )));
+    }
+    journal.record(Undo::Netns(path.clone()))?;
+    let ns = netns::create(&path)
+        .map_err(|e| Error::kernel(format!("create network namespace {}", path.display()), e))?;
+    c.netns = Some(path);
+    c.owns_netns = true;
+    Ok(ns)
+}
+
+fn open_ns(path: &std::path::Path) -> Result<File> {
+    netns::open(path).map_err(|e| {
+        Error::NotFound(format!(
+            "network namespace {} cannot be opened ({e}); it may have been removed: run `rete gc`",
+            path.display()
+        ))
+    })
+}
+
+/// Which families already have a default route in the container.
+#[derive(Debug, Clone, Copy, Default)]
+struct Routed {
+    v4: bool,
+    v6: bool,
+}
+
+impl Routed {
+    fn of(c: &Container) -> Self {
+        let mut r = Routed::default();
+        for e in &c.endpoints {
+            for g in &e.gateways {
+                if g.is_ipv4() {
+                    r.v4 = true
+                } else {
+                    r.v6 = true
+                }
+            }
+        }
+        r
+    }
+
+    fn of_endpoints(mut self, ep: &Endpoint, _net: &Network) -> Self {
+        for g in &ep.gateways {
+            if g.is_ipv4() {
+                self.v4 = true
+            } else {
+                self.v6 = true
+            }
+        }
+        self
+    }
+}
+
+/// Plugs the container into one network: addresses from IPAM, a veth pair
+/// with its host end on the bridge, addresses and default routes inside.
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    ns: &File,
+    inner: &mut Rtnl,
+    container: &str,
+    net: &Network,
+    ifname: &str,
+    ip4: Option<IpAddr>,
+    ip6: Option<IpAddr>,
+    mac: Option<[u8; 6]>,
+    routed: Routed,
+) -> Result<Endpoint> {
+    use std::os::fd::AsRawFd;
+
+    let mut used = db.leases(&net.name)?;
+    let mut addresses = Vec::new();
+    for s in &net.subnets {
+        let requested =
+            if s.subnet.addr().is_ipv4() { ip4 } else { ip6 }.filter(|ip| s.subnet.contains(ip));
+        let ip = match requested {
+            Some(ip) => {
+                ipam::check_request(s, ip, &used).map_err(|why| {
+                    if used.contains(&ip) {
+                        Error::Conflict(format!("{why} on network \"{}\"", net.name))
+                    } else {
+                        Error::Invalid(why)
+                    }
+                })?;
+                ip
+            }
+            None => ipam::allocate(s, &used).ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
+                    net.name,
+                    s.ip_range.unwrap_or(s.subnet)
+                ))
+            })?,
+        };
+        used.insert(ip);
+        db.add_lease(&net.name, ip, container)?;
+        addresses.push(ipnet::IpNet::new(ip, s.subnet.prefix_len()).expect("prefix from a subnet"));
+    }
+
+    let host_ifname = format!("rete-{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
+    let host = kernel.host()?;
+    let bridge = host
+        .link(&net.bridge)
+        .map_err(|e| Error::kernel("list links", e))?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
+                net.bridge, net.name
+            ))
+        })?;
+    journal.record(Undo::Link(host_ifname.clone()))?;
+    host.add_veth(&VethSpec {
+        host: &host_ifname,
+        bridge: bridge.index,
+        peer: ifname,
+        peer_ns: ns.as_raw_fd(),
+        peer_mac: mac,
+        mtu: net.mtu,
+    })
+    .map_err(|e| Error::kernel(format!("create veth {host_ifname} for {container}"), e))?;
+
+    let link = inner
+        .link(ifname)
+        .map_err(|e| Error::kernel("list links in container", e))?
+        .ok_or_else(|| {
+            Error::kernel(
+                format!("find {ifname} in container {container}"),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            )
+        })?;
+    inner
+        .set_up(link.index)
+        .map_err(|e| Error::kernel(format!("bring up {ifname} of {container}"), e))?;
+    for a in &addresses {
+        inner
+            .add_addr(link.index, a.addr(), a.prefix_len())
+            .map_err(|e| Error::kernel(format!("add {a} to {ifname} of {container}"), e))?;
+    }
+    // Default routes last: they need the address's subnet route to resolve
+    // the gateway. Internal networks get none: they lead nowhere.
+    let mut gateways = Vec::new();
+    if !net.internal {
+        for s in &net.subnets {
+            let v4 = s.subnet.addr().is_ipv4();
+            if (v4 && routed.v4)
+                || (!v4 && routed.v6)
+                || gateways.iter().any(|g: &IpAddr| g.is_ipv4() == v4)
+            {
+                continue;
+            }
+            inner.add_default_route(s.gateway).map_err(|e| {
+                Error::kernel(
+                    format!("add default route via {} in {container}", s.gateway),
+                    e,
+                )
+            })?;
+            gateways.push(s.gateway);
+        }
+    }
+    Ok(Endpoint {
+        network: net.name.clone(),
+        ifname: ifname.to_string(),
+        host_ifname,
+        mac: link
+            .mac
+            .as_deref()
+            .map(names::format_mac)
+            .unwrap_or_default(),
+        addresses,
+        gateways,
+    })
+}
+
+/// Removes one endpoint: its veth, leases and the port elements that led to it.
+pub(super) fn detach(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    container: &str,
+    network: &str,
+) -> Result<Container> {
+    let mut c = get(db, container)?;
+    let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
+        return Err(Error::NotFound(format!(
+            "container \"{container}\" is not connected to network \"{network}\""
+        )));
+    };
+    let before = publish::elements(&c);
+    let ep = c.endpoints.remove(pos);
+    refresh_ports(db, kernel, journal, &before, &c)?;
+    kernel
+        .host()?
+        .del_link(&ep.host_ifname)
+        .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+    db.release_leases(network, container)?;
+    db.put_container(&c)?;
+    Ok(c)
+}
+
+/// After endpoints changed, moves the container's port elements to its new
+/// addresses.
+fn refresh_ports(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    before: &[crate::firewall::Element],
+    c: &Container,
+) -> Result<()> {
+    let after = publish::elements(c);
+    if before == after.as_slice() {
+        return Ok(());
+    }
+    let fw = kernel.firewall(db)?;
+    fw.delete(before)?;
+    journal.record(Undo::Elements(after.clone()))?;
+    fw.add(&after)
+}
+
+fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
+    let Some(c) = db.container(name)? else {
+        return Ok(false);
+    };
+    let dependents: Vec<String> = db
+        .containers()?
+        .into_iter()
+        .filter(|d| d.mode == Mode::Container(name.to_string()))
+        .map(|d| d.name)
+        .collect();
+    if !dependents.is_empty() {
+        return Err(Error::InUse(format!(
+            "container \"{name}\" shares its network namespace with {}; remove them first",
+            dependents.join(", ")
+        )));
+    }
+    exec::end_processes(&c);
+    let elements = publish::elements(&c);
+    if !elements.is_empty() {
+        kernel.firewall(db)?.delete(&elements)?;
+    }
+    for ep in &c.endpoints {
+        kernel
+            .host()?
+            .del_link(&ep.host_ifname)
+            .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+    }
+    if c.owns_netns {
+        if let Some(path) = &c.netns {
+            netns::remove(path)
+                .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
+        }
+    }
+    db.delete_container(name)?;
+    Ok(true)
+}

@@ -1,0 +1,126 @@
+//! `rete gc`: reconcile the kernel with the store after crashes and outside
+//! interference. The store is the truth: what it does not own goes, what it
+//! owns and the kernel lost is rebuilt.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::kernel::all_elements;
+use super::{network, Engine};
+use crate::error::Result;
+use crate::journal::{self, Undo};
+use crate::netns;
+
+/// What a gc pass did.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Containers removed because their namespace was gone.
+    pub containers: Vec<String>,
+    /// Host devices deleted that no record owned.
+    pub links: Vec<String>,
+    /// Namespaces unpinned that a killed operation had created.
+    pub namespaces: Vec<PathBuf>,
+    /// Bridges recreated for networks whose bridge had vanished.
+    pub bridges: Vec<String>,
+}
+
+impl Engine {
+    pub fn gc(&mut self) -> Result<GcReport> {
+        let run_dir = self.paths().run_dir.clone();
+        self.transact(|db, kernel, _| {
+            let mut report = GcReport::default();
+
+            // Containers whose namespace vanished: release what they held.
+            for c in db.containers()? {
+                let gone = match &c.netns {
+                    Some(p) if c.owns_netns => !netns::is_pinned(p),
+                    Some(p) => !p.exists(),
+                    None => false,
+                };
+                if gone {
+                    for ep in &c.endpoints {
+                        let _ = kernel.host()?.del_link(&ep.host_ifname);
+                    }
+                    db.delete_container(&c.name)?;
+                    report.containers.push(c.name);
+                }
+            }
+
+            let containers = db.containers()?;
+            let networks = db.networks()?;
+            let taps = db.taps()?;
+            let owned_links: BTreeSet<String> = containers
+                .iter()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone()))
+                .chain(networks.iter().map(|n| n.bridge.clone()))
+                .chain(taps.iter().map(|t| t.name.clone()))
+                .collect();
+            let owned_ns: BTreeSet<PathBuf> =
+                containers.iter().filter_map(|c| c.netns.clone()).collect();
+
+            // What killed operations left half done.
+            for (path, steps) in journal::orphans(&run_dir) {
+                for step in steps {
+                    match step {
+                        Undo::Link(name) if !owned_links.contains(&name)
+                            && kernel.host()?.link(&name).ok().flatten().is_some() => {
+                                let _ = kernel.host()?.del_link(&name);
+                                report.links.push(name);
+                            }
+                        Undo::Netns(p) if !owned_ns.contains(&p)
+                            && p.exists() => {
+                                let _ = netns::remove(&p);
+                                report.namespaces.push(p);
+                            }
+                        _ => {}
+                    }
+                }
+                let _ = std::fs::remove_file(path);
+            }
+
+            // Host ends of veth pairs rete named, that no endpoint owns.
+            let links = kernel
+                .host()?
+                .links()
+                .map_err(|e| crate::error::Error::kernel("list links", e))?;
+            for l in links {
+                if l.name.starts_with("rete-") && !owned_links.contains(&l.name) {
+                    let _ = kernel.host()?.del_link(&l.name);
+                    report.links.push(l.name);
+                }
+            }
+
+            // Bridges the store has and the kernel lost.
+            for n in &networks {
+                if kernel.host()?.link(&n.bridge).ok().flatten().is_none() {
+                    network::build_bridge(kernel, n)?;
+                    report.bridges.push(n.bridge.clone());
+                }
+            }
+
+            // The firewall, exactly as the store says.
+            if networks.is_empty() {
+                kernel.firewall(db)?.drop_table()?;
+                kernel.forget_firewall();
+            } else {
+                let elements = all_elements(db)?;
+                kernel.firewall(db)?.replace_all(&elements)?;
+            }
+            Ok(report)
+        })
+    }
+
+    /// Recreates the firewall table and its elements from the store (after
+    /// someone flushed the ruleset).
+    pub fn reload_firewall(&mut self) -> Result<()> {
+        self.transact(|db, kernel, _| {
+            if db.networks()?.is_empty() {
+                return Ok(());
+            }
+            let elements = all_elements(db)?;
+            kernel.firewall(db)?.replace_all(&elements)
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! The engine's connections to the kernel, opened on first use, and the
+//! executor of undo steps.
+
+use crate::config::Paths;
+use crate::error::{Error, Result};
+use crate::firewall::{Element, Firewall};
+use crate::journal::Undo;
+use crate::model::Network;
+use crate::netlink::Rtnl;
+use crate::netns;
+use crate::store::Db;
+
+pub(super) struct Kernel {
+    pub paths: Paths,
+    host: Option<Rtnl>,
+    firewall: Option<Firewall>,
+}
+
+impl Kernel {
+    pub fn new(paths: Paths) -> Self {
+        Kernel {
+            paths,
+            host: None,
+            firewall: None,
+        }
+    }
+
+    /// rtnetlink in the host namespace (the one rete runs in).
+    pub fn host(&mut self) -> Result<&mut Rtnl> {
+        if self.host.is_none() {
+            self.host = Some(Rtnl::open().map_err(|e| Error::kernel("open rtnetlink", e))?);
+        }
+        Ok(self.host.as_mut().expect("opened above"))
+    }
+
+    /// The firewall, its table present; a table that had vanished (flushed by
+    /// someone) is recreated and refilled from the store.
+    pub fn firewall(&mut self, db: &Db) -> Result<&mut Firewall> {
+        if self.firewall.is_none() {
+            let mut fw = Firewall::open()?;
+            if fw.ensure_table()? {
+                fw.add(&all_elements(db)?)?;
+            }
+            self.firewall = Some(fw);
+        }
+        Ok(self.firewall.as_mut().expect("opened above"))
+    }
+
+    /// Drops the firewall handle after its table was removed.
+    pub fn forget_firewall(&mut self) {
+        self.firewall = None;
+    }
+
+    /// Undoes steps, newest first. Best effort: an undo that fails (the object
+    /// is already gone) does not stop the others.
+    pub fn undo(&mut self, steps: Vec<Undo>) {
+        for step in steps {
+            match step {
+                Undo::Link(name) => {
+                    if let Ok(h) = self.host() {
+                        let _ = h.del_link(&name);
+                    }
+                }
+                Undo::Netns(path) => {
+                    let _ = netns::remove(&path);
+                }
+                Undo::Elements(elements) => {
+                    if let Some(fw) = self.firewall.as_mut() {
+                        let _ = fw.delete(&elements);
+                    } else if let Ok(mut fw) = Firewall::open() {
+                        let _ = fw.delete(&elements);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every element the firewall should hold, from the store.
+pub fn all_elements(db: &Db) -> Result<Vec<Element>> {
+    let mut out = Vec::new();
+    for n in db.networks()? {
+        out.extend(network_elements(&n));
+    }
+    for c in db.containers()? {
+        out.extend(super::publish::elements(&c));
+    }
+    Ok(out)
+}
+
+/// The firewall elements of one network.
+pub fn network_elements(n: &Network) -> Vec<Element> {
+    let mut out = vec![Element::Bridge(n.bridge.clone())];
+    if n.isolate {
+        out.push(Element::Isolated(n.bridge.clone()));
+    }
+    if n.internal {
+        out.push(Element::Internal(n.bridge.clone()));
+    }
+    for s in &n.subnets {
+        out.push(Element::Subnet(s.subnet));
+        if !n.internal {
+            out.push(Element::Masquerade(s.subnet));
+        }
+    }
+    out
+}

@@ -1,0 +1,80 @@
+//! The engine: every operation on networks and containers, as transactions
+//! over the store and the kernel. Frontends (CLI, CNI, Podman) call these.
+//!
+//! An operation runs inside one store write transaction. Each kernel change is
+//! journaled (how to undo it) before it is made; if anything fails, the
+//! journal is undone in reverse and the store transaction rolls back, so the
+//! kernel and the store are as they were.
+
+mod container;
+mod exec;
+mod gc;
+mod kernel;
+mod network;
+mod publish;
+mod tap;
+
+pub use container::{ContainerRequest, NetworkChoice};
+pub use gc::GcReport;
+pub use network::{NetworkRequest, SubnetRequest, DEFAULT_NETWORK};
+
+use crate::config::Paths;
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::model::{Container, Network, Tap};
+use crate::store::{Db, Store};
+use kernel::Kernel;
+
+/// One process's handle on rete: its store and its kernel connections.
+pub struct Engine {
+    store: Store,
+    kernel: Kernel,
+}
+
+impl Engine {
+    pub fn open(paths: Paths) -> Result<Self> {
+        Ok(Engine {
+            store: Store::open(&paths.state_dir)?,
+            kernel: Kernel::new(paths),
+        })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.kernel.paths
+    }
+
+    /// Runs `op` all or nothing: see the module doc.
+    fn transact<T>(
+        &mut self,
+        op: impl FnOnce(&Db, &mut Kernel, &mut Journal) -> Result<T>,
+    ) -> Result<T> {
+        let mut journal = Journal::begin(&self.kernel.paths.run_dir);
+        let kernel = &mut self.kernel;
+        let result = self.store.write(|db| op(db, kernel, &mut journal));
+        if result.is_err() {
+            kernel.undo(journal.take_undo());
+        }
+        journal.finish();
+        result
+    }
+
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        self.store.read().networks()
+    }
+
+    pub fn network(&self, name: &str) -> Result<Network> {
+        network::get(&self.store.read(), name)
+    }
+
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        self.store.read().containers()
+    }
+
+    pub fn container(&self, name: &str) -> Result<Container> {
+        container::get(&self.store.read(), name)
+    }
+
+    pub fn taps(&self) -> Result<Vec<Tap>> {
+        self.store.read().taps()
+    }
+}

@@ -1,0 +1,345 @@
+//! Networks: create, remove, prune, connect and disconnect.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::kernel::{network_elements, Kernel};
+use super::{container, Engine};
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::journal::{Journal, Undo};
+use crate::model::{Network, Subnet};
+use crate::names;
+use crate::store::Db;
+use crate::sysctl;
+
+/// The network containers join when none is named, made on first use (the
+/// counterpart of Docker's `bridge`/docker0).
+pub const DEFAULT_NETWORK: &str = "rete";
+
+/// What `network create` asks for, parsed but not yet validated against the
+/// host and the store.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest {
+    pub name: String,
+    pub subnets: Vec<SubnetRequest>,
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    pub bridge: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubnetRequest {
+    pub subnet: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub ip_range: Option<IpNet>,
+}
+
+pub(super) fn get(db: &Db, name: &str) -> Result<Network> {
+    db.network(name)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "network \"{name}\" not found; see `rete network ls`"
+        ))
+    })
+}
+
+impl Engine {
+    /// Creates a network: its bridge with the gateway addresses, forwarding,
+    /// and its firewall elements.
+    pub fn create_network(&mut self, req: NetworkRequest) -> Result<Network> {
+        self.transact(|db, kernel, journal| create(db, kernel, journal, req))
+    }
+
+    /// Removes networks; refused while containers are attached unless
+    /// `force`, which detaches them first.
+    pub fn remove_network(&mut self, name: &str, force: bool) -> Result<()> {
+        self.transact(|db, kernel, journal| remove(db, kernel, journal, name, force))
+    }
+
+    /// Removes every network no container uses, except the default one.
+    /// Returns the names removed.
+    pub fn prune_networks(&mut self) -> Result<Vec<String>> {
+        self.transact(|db, kernel, journal| {
+            let mut removed = Vec::new();
+            for n in db.networks()? {
+                if n.name != DEFAULT_NETWORK && users(db, &n.name)?.is_empty() {
+                    remove(db, kernel, journal, &n.name, false)?;
+                    removed.push(n.name);
+                }
+            }
+            Ok(removed)
+        })
+    }
+}
+
+/// Containers and taps attached to a network.
+pub(super) fn users(db: &Db, network: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = db
+        .containers()?
+        .into_iter()
+        .filter(|c| c.endpoints.iter().any(|e| e.network == network))
+        .map(|c| c.name)
+        .collect();
+    names.extend(
+        db.taps()?
+            .into_iter()
+            .filter(|t| t.network == network)
+            .map(|t| format!("tap {}", t.name)),
+    );
+    Ok(names)
+}
+
+pub(super) fn create(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    req: NetworkRequest,
+) -> Result<Network> {
+    names::check_name("network", &req.name)?;
+    if matches!(req.name.as_str(), "none" | "host") || req.name.starts_with("container:") {
+        return Err(Error::Invalid(format!(
+            "network name \"{}\" is reserved for a network mode",
+            req.name
+        )));
+    }
+    if db.network(&req.name)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "network \"{}\" already exists; remove it with `rete network rm {}` or choose another name",
+            req.name, req.name
+        )));
+    }
+    if let Some(mtu) = req.mtu {
+        if !(68..=65535).contains(&mtu) {
+            return Err(Error::Invalid(format!(
+                "invalid MTU {mtu}: use a value between 68 and 65535"
+            )));
+        }
+    }
+    let mut isolate = true;
+    for (k, v) in &req.options {
+        match (k.as_str(), v.as_str()) {
+            ("isolate", "true") => isolate = true,
+            ("isolate", "false") => isolate = false,
+            ("isolate", _) => {
+                return Err(Error::Invalid(format!(
+                    "invalid option isolate={v}: use true or false"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown network option \"{k}\"; known: isolate"
+                )))
+            }
+        }
+    }
+    let others = db.networks()?;
+    let host = kernel.host()?;
+    let bridge = match &req.bridge {
+        Some(b) => {
+            names::check_ifname(b)?;
+            if let Some(n) = others.iter().find(|n| &n.bridge == b) {
+                return Err(Error::Conflict(format!(
+                    "bridge \"{b}\" already belongs to network \"{}\"",
+                    n.name
+                )));
+            }
+            if host
+                .link(b)
+                .map_err(|e| Error::kernel("list links", e))?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "a device named \"{b}\" already exists on the host; choose another --interface"
+                )));
+            }
+            b.clone()
+        }
+        None => free_bridge_name(host, &others)?,
+    };
+
+    let subnets = if req.subnets.is_empty() {
+        let mut taken: Vec<IpNet> = others
+            .iter()
+            .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+            .collect();
+        taken.extend(
+            host.route_destinations()
+                .map_err(|e| Error::kernel("list routes", e))?,
+        );
+        let pool = ipam::DEFAULT_POOL.parse().expect("valid pool");
+        let subnet = ipam::free_subnet(pool, &taken).ok_or_else(|| {
+            Error::Exhausted(format!(
+                "no free /24 left in the default pool {}; pass --subnet",
+                ipam::DEFAULT_POOL
+            ))
+        })?;
+        vec![Subnet {
+            subnet,
+            gateway: ipam::first_host(&subnet),
+            ip_range: None,
+        }]
+    } else {
+        let mut out: Vec<Subnet> = Vec::new();
+        for s in &req.subnets {
+            if let Some(prev) = out.iter().find(|p| ipam::overlaps(&p.subnet, &s.subnet)) {
+                return Err(Error::Invalid(format!(
+                    "subnets {} and {} overlap",
+                    prev.subnet, s.subnet
+                )));
+            }
+            for n in &others {
+                if let Some(p) = n
+                    .subnets
+                    .iter()
+                    .find(|p| ipam::overlaps(&p.subnet, &s.subnet))
+                {
+                    return Err(Error::Conflict(format!(
+                        "subnet {} overlaps {} of network \"{}\"; choose another --subnet",
+                        s.subnet, p.subnet, n.name
+                    )));
+                }
+            }
+            let subnet = Subnet {
+                subnet: s.subnet,
+                gateway: s.gateway.unwrap_or_else(|| ipam::first_host(&s.subnet)),
+                ip_range: s.ip_range,
+            };
+            ipam::check_subnet(&subnet).map_err(Error::Invalid)?;
+            out.push(subnet);
+        }
+        out
+    };
+
+    let net = Network {
+        name: req.name,
+        id: random_id(),
+        bridge,
+        subnets,
+        internal: req.internal,
+        isolate,
+        mtu: req.mtu,
+        labels: req.labels,
+        options: req.options,
+        created: now(),
+    };
+    db.put_network(&net)?;
+
+    journal.record(Undo::Link(net.bridge.clone()))?;
+    build_bridge(kernel, &net)?;
+    let elements = network_elements(&net);
+    journal.record(Undo::Elements(elements.clone()))?;
+    kernel.firewall(db)?.add(&elements)?;
+    Ok(net)
+}
+
+/// The kernel side of a network: the bridge, its gateway addresses and
+/// forwarding.
+pub(super) fn build_bridge(kernel: &mut Kernel, net: &Network) -> Result<()> {
+    let host = kernel.host()?;
+    host.add_bridge(&net.bridge, net.mtu)
+        .map_err(|e| Error::kernel(format!("create bridge {}", net.bridge), e))?;
+    let index = host
+        .link(&net.bridge)
+        .map_err(|e| Error::kernel("list links", e))?
+        .ok_or_else(|| {
+            Error::kernel(
+                format!("find bridge {}", net.bridge),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            )
+        })?
+        .index;
+    for s in &net.subnets {
+        host.add_addr(index, s.gateway, s.subnet.prefix_len())
+            .map_err(|e| Error::kernel(format!("add {} to {}", s.gateway, net.bridge), e))?;
+    }
+    // Published ports answer on 127.0.0.1 only if the bridge may carry
+    // loopback-sourced packets (they are masqueraded on the way out).
+    sysctl::ensure_if("ipv4", &net.bridge, "route_localnet", "1")?;
+    if !net.internal {
+        if net.subnets.iter().any(|s| s.subnet.addr().is_ipv4()) {
+            sysctl::ensure("net.ipv4.ip_forward", "1")?;
+        }
+        if net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()) {
+            sysctl::ensure("net.ipv6.conf.all.forwarding", "1")?;
+        }
+    }
+    Ok(())
+}
+
+fn remove(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    name: &str,
+    force: bool,
+) -> Result<()> {
+    let Some(net) = db.network(name)? else {
+        return Err(Error::NotFound(format!(
+            "network \"{name}\" not found; see `rete network ls`"
+        )));
+    };
+    let users = users(db, name)?;
+    if !users.is_empty() {
+        if !force {
+            return Err(Error::InUse(format!(
+                "network \"{name}\" is in use by {} ({}); remove them or pass --force",
+                plural(users.len(), "container"),
+                users.join(", ")
+            )));
+        }
+        for c in db.containers()? {
+            if c.endpoints.iter().any(|e| e.network == name) {
+                container::detach(db, kernel, journal, &c.name, name)?;
+            }
+        }
+        for t in db.taps()?.into_iter().filter(|t| t.network == name) {
+            super::tap::remove(db, kernel, &t.name)?;
+        }
+    }
+    // Past this point nothing is journaled: removal is idempotent, so a
+    // failure is mended by running it again.
+    kernel.firewall(db)?.delete(&network_elements(&net))?;
+    kernel
+        .host()?
+        .del_link(&net.bridge)
+        .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
+    db.delete_network(name)?;
+    if db.networks()?.is_empty() {
+        kernel.firewall(db)?.drop_table()?;
+        kernel.forget_firewall();
+    }
+    Ok(())
+}
+
+fn free_bridge_name(host: &mut crate::netlink::Rtnl, others: &[Network]) -> Result<String> {
+    let links = host.links().map_err(|e| Error::kernel("list links", e))?;
+    (0..4096)
+        .map(|i| format!("rete{i}"))
+        .find(|b| !others.iter().any(|n| &n.bridge == b) && !links.iter().any(|l| &l.name == b))
+        .ok_or_else(|| Error::Exhausted("no free bridge name rete0..rete4095".into()))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+pub(super) fn random_id() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!("{a:016x}{b:016x}")
+}
+
+pub(super) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,169 @@
+//! Address management, as pure functions over a subnet and the addresses in
+//! use; the store supplies the in-use set inside its write transaction.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::model::Subnet;
+
+/// Parses a subnet, refusing host bits (`10.0.0.1/24`), as Docker does.
+pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a CIDR subnet such as 10.1.0.0/24"))?;
+    if net.network() != net.addr() {
+        return Err(format!(
+            "subnet \"{s}\" has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    let max = match net {
+        IpNet::V4(_) => 30,
+        IpNet::V6(_) => 126,
+    };
+    if net.prefix_len() > max {
+        return Err(format!("subnet \"{s}\" is too small: use /{max} or larger"));
+    }
+    Ok(net)
+}
+
+/// The first usable address: the default gateway.
+pub fn first_host(net: &IpNet) -> IpAddr {
+    offset(net.network(), 1)
+}
+
+/// Whether `ip` can never be leased in `net`: its network address, or for
+/// IPv4 its broadcast address.
+pub fn is_reserved(net: &IpNet, ip: IpAddr) -> bool {
+    ip == net.network() || (net.addr().is_ipv4() && ip == net.broadcast())
+}
+
+/// Validates a subnet definition: gateway and range inside the subnet.
+pub fn check_subnet(s: &Subnet) -> Result<(), String> {
+    if !s.subnet.contains(&s.gateway) || is_reserved(&s.subnet, s.gateway) {
+        return Err(format!(
+            "gateway {} is not a usable address of subnet {}",
+            s.gateway, s.subnet
+        ));
+    }
+    if let Some(r) = s.ip_range {
+        if !s.subnet.contains(&r) {
+            return Err(format!("ip range {r} is not inside subnet {}", s.subnet));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an address the user asked for.
+pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<(), String> {
+    if !s.subnet.contains(&ip) {
+        return Err(format!("address {ip} is outside subnet {}", s.subnet));
+    }
+    if is_reserved(&s.subnet, ip) || ip == s.gateway {
+        return Err(format!(
+            "address {ip} is reserved in subnet {} (network, broadcast or gateway)",
+            s.subnet
+        ));
+    }
+    if used.contains(&ip) {
+        return Err(format!("address {ip} is already in use"));
+    }
+    Ok(())
+}
+
+/// The lowest free address of the subnet's range, or `None` when it is full.
+/// The scan skips the reserved addresses and stops after `used.len() + 3`
+/// candidates, so it is bounded even in an IPv6 /64.
+pub fn allocate(s: &Subnet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+    let range = s.ip_range.unwrap_or(s.subnet);
+    let mut ip = range.network();
+    let limit = used.len() + 3;
+    for _ in 0..=limit {
+        if !range.contains(&ip) {
+            return None;
+        }
+        if !is_reserved(&s.subnet, ip) && ip != s.gateway && !used.contains(&ip) {
+            return Some(ip);
+        }
+        let next = offset(ip, 1);
+        if next <= ip {
+            return None;
+        }
+        ip = next;
+    }
+    None
+}
+
+fn offset(ip: IpAddr, n: u128) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(n as u32))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(n))),
+    }
+}
+
+/// The pool default subnets come from: 10.140.0.0/16 in /24s, clear of
+/// Docker's (172.17.0.0/16 and up, 192.168.0.0/16) and Podman's (10.88.0.0/16,
+/// 10.89.0.0/16) defaults.
+pub const DEFAULT_POOL: &str = "10.140.0.0/16";
+
+/// The first /24 of `pool` that overlaps none of `taken` (other networks'
+/// subnets and every route of the host).
+pub fn free_subnet(pool: Ipv4Net, taken: &[IpNet]) -> Option<IpNet> {
+    pool.subnets(24).ok()?.map(IpNet::V4).find(|candidate| {
+        !taken
+            .iter()
+            .any(|t| t.prefix_len() > 0 && overlaps(candidate, t))
+    })
+}
+
+/// Whether two subnets share an address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet(s: &str) -> Subnet {
+        let net: IpNet = s.parse().unwrap();
+        Subnet {
+            subnet: net,
+            gateway: first_host(&net),
+            ip_range: None,
+        }
+    }
+
+    #[test]
+    fn allocates_lowest_free_skipping_gateway() {
+        let s = subnet("10.0.0.0/30");
+        let mut used = BTreeSet::new();
+        let a = allocate(&s, &used).unwrap();
+        assert_eq!(a, "10.0.0.2".parse::<IpAddr>().unwrap());
+        used.insert(a);
+        assert_eq!(allocate(&s, &used), None);
+    }
+
+    #[test]
+    fn rejects_host_bits() {
+        assert!(parse_subnet("10.0.0.1/24")
+            .unwrap_err()
+            .contains("10.0.0.0/24"));
+        assert!(parse_subnet("fd00::/64").is_ok());
+    }
+
+    #[test]
+    fn free_subnet_skips_taken() {
+        let pool: Ipv4Net = DEFAULT_POOL.parse().unwrap();
+        let taken: Vec<IpNet> = vec![
+            "10.140.0.0/23".parse().unwrap(),
+            "0.0.0.0/0".parse().unwrap(),
+        ];
+        assert_eq!(
+            free_subnet(pool, &taken),
+            Some("10.140.2.0/24".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The engine's model: networks, containers, their endpoints and port
+//! mappings. Frontends translate their protocol's types into these.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A bridge network: a Linux bridge holding the gateway address(es), with
+/// containers plugged in through veth pairs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// The bridge device's name.
+    pub bridge: String,
+    pub subnets: Vec<Subnet>,
+    /// No route out and no masquerade: containers reach only their bridge.
+    pub internal: bool,
+    /// Routed traffic to and from other rete networks is dropped.
+    pub isolate: bool,
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+/// One subnet of a network, with its gateway and the range leases come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Subnet {
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+    /// Automatic leases come from this range; explicit addresses may lie
+    /// anywhere in the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<IpNet>,
+}
+
+/// How a container is networked: the seeds' four archetypes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "of")]
+pub enum Mode {
+    /// Own namespace, loopback only.
+    None,
+    /// The host's namespace.
+    Host,
+    /// Own namespace, attached to one or more bridge networks.
+    Bridge,
+    /// Another container's namespace (the pod model).
+    Container(String),
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::None => f.write_str("none"),
+            Mode::Host => f.write_str("host"),
+            Mode::Bridge => f.write_str("bridge"),
+            Mode::Container(c) => write!(f, "container:{c}"),
+        }
+    }
+}
+
+/// A container: a network namespace and what rete attached to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Container {
+    pub name: String,
+    pub id: String,
+    pub mode: Mode,
+    /// The namespace's path; `None` for host mode.
+    pub netns: Option<PathBuf>,
+    /// Whether rete created (and so removes) the namespace.
+    pub owns_netns: bool,
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Processes started by `rete run -d`, ended by `rete rm`.
+    #[serde(default)]
+    pub processes: Vec<Process>,
+    pub created: u64,
+}
+
+/// A process rete started, identified by pid and start time so that a reused
+/// pid is never signalled.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Process {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// A container's attachment to one network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub network: String,
+    /// The interface inside the container (eth0, eth1, ...).
+    pub ifname: String,
+    /// The host end of the veth pair, a port of the network's bridge.
+    pub host_ifname: String,
+    pub mac: String,
+    /// Addresses with their subnet's prefix length.
+    pub addresses: Vec<IpNet>,
+    pub gateways: Vec<IpAddr>,
+}
+
+/// Transport protocols that can be published.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        })
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "sctp" => Ok(Protocol::Sctp),
+            other => Err(format!(
+                "unknown protocol \"{other}\": use tcp, udp or sctp"
+            )),
+        }
+    }
+}
+
+/// One published port, resolved: a host address (unspecified = all of that
+/// family), host port, protocol, and the container port it leads to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortMapping {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for PortMapping {
+    /// Docker's `docker port` form: `80/tcp -> 0.0.0.0:8080`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = match self.host_ip {
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        };
+        write!(
+            f,
+            "{}/{} -> {}:{}",
+            self.container_port, self.protocol, host, self.host_port
+        )
+    }
+}
+
+/// A persistent tap device plugged into a network's bridge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tap {
+    pub name: String,
+    pub network: String,
+}

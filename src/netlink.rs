@@ -1,0 +1,324 @@
+//! A small synchronous rtnetlink client.
+//!
+//! rete's operations are short sequences of requests, each waiting for its
+//! acknowledgement, so a blocking socket is all that is needed: no runtime to
+//! start per process. Messages are built with `netlink-packet-route` (through
+//! rtnetlink's builders); this module only sends them and reads replies.
+//!
+//! A netlink socket acts in the network namespace it was created in, whatever
+//! namespace the calling thread is in later. [`Rtnl::open_in`] uses that: it
+//! creates the socket on a short-lived thread that entered the namespace, so
+//! the rest of the process never changes namespace.
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use rtnetlink::{
+    AddressMessageBuilder, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+};
+
+use crate::netns;
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub controller: Option<u32>,
+    pub mac: Option<Vec<u8>>,
+}
+
+/// A blocking rtnetlink socket bound to one network namespace.
+pub struct Rtnl {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.set_ext_ack(true).ok();
+        Ok(Rtnl { socket, seq: 1 })
+    }
+
+    /// A socket in the network namespace `ns`.
+    pub fn open_in(ns: &File) -> io::Result<Self> {
+        netns::run_in(ns, Self::open)?
+    }
+
+    /// Sends one request and collects the replies until the acknowledgement
+    /// (or, for dumps, the end marker).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | flags;
+        req.header.sequence_number = seq;
+        req.finalize();
+        let mut buf = vec![0u8; req.buffer_len()];
+        req.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut out = Vec::new();
+        let mut rx = vec![0u8; 1 << 16];
+        loop {
+            let n = self.socket.recv(&mut &mut rx[..], 0)?;
+            let mut off = 0;
+            while off < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                        if !dump && flags & NLM_F_ACK == 0 {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn create(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
+        self.request(msg, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    fn change(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
+        self.request(msg, NLM_F_ACK).map(drop)
+    }
+
+    /// All links of the namespace.
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        Ok(self
+            .request(msg, NLM_F_DUMP)?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The link named `name`, if it exists.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let msg = RouteNetlinkMessage::GetLink(LinkUnspec::new_with_name(name).build());
+        match self.request(msg, NLM_F_ACK) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a bridge, up, with the given MTU.
+    pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+        let mut b = LinkBridge::new(name).up();
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.create(RouteNetlinkMessage::NewLink(b.build()))
+    }
+
+    /// Creates a veth pair in one request: `host` in this namespace, up and
+    /// plugged into `bridge`; `peer` created directly inside the namespace
+    /// `peer_ns`, with an optional MAC address. Creating the peer where it
+    /// belongs saves the move and rename a two-step setup needs. The peer
+    /// cannot be created up: the kernel opens it before the pair is linked
+    /// and refuses (ENOTCONN); bring it up from inside its namespace.
+    pub fn add_veth(&mut self, spec: &VethSpec) -> io::Result<()> {
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::default()
+            .name(spec.peer.to_string())
+            .setns_by_fd(spec.peer_ns);
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host.to_string())
+            .controller(spec.bridge)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .up();
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        self.create(RouteNetlinkMessage::NewLink(host.build()))
+    }
+
+    /// Brings the link up.
+    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+        self.change(RouteNetlinkMessage::SetLink(
+            LinkUnspec::new_with_index(index).up().build(),
+        ))
+    }
+
+    /// Plugs the link into a bridge and brings it up.
+    pub fn set_controller(&mut self, index: u32, bridge: u32) -> io::Result<()> {
+        self.change(RouteNetlinkMessage::SetLink(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge)
+                .up()
+                .build(),
+        ))
+    }
+
+    /// Deletes a link by name; a link that is already gone is not an error.
+    pub fn del_link(&mut self, name: &str) -> io::Result<()> {
+        let msg = RouteNetlinkMessage::DelLink(LinkUnspec::new_with_name(name).build());
+        match self.change(msg) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Adds an address. IPv6 addresses skip duplicate address detection: rete
+    /// allocated them, and DAD would leave them unusable for a second or more.
+    pub fn add_addr(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+        self.create(RouteNetlinkMessage::NewAddress(addr_message(
+            index, addr, prefix,
+        )))
+    }
+
+    /// Adds a default route via `gateway`.
+    pub fn add_default_route(&mut self, gateway: IpAddr) -> io::Result<()> {
+        let msg = match gateway {
+            IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .gateway(gw)
+                .build(),
+            IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .gateway(gw)
+                .build(),
+        };
+        self.create(RouteNetlinkMessage::NewRoute(msg))
+    }
+
+    /// Destinations of all routes of the main table, for choosing subnets
+    /// that do not collide with the host's.
+    pub fn route_destinations(&mut self) -> io::Result<Vec<ipnet::IpNet>> {
+        let mut out = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = (family as u8).into();
+            for reply in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)? {
+                if let RouteNetlinkMessage::NewRoute(r) = reply {
+                    if let Some(net) = route_destination(&r) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`Rtnl::add_veth`] creates.
+pub struct VethSpec<'a> {
+    pub host: &'a str,
+    pub bridge: u32,
+    pub peer: &'a str,
+    pub peer_ns: std::os::fd::RawFd,
+    pub peer_mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+fn addr_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
+    match addr {
+        IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+            .index(index)
+            .address(a, prefix)
+            .build(),
+        IpAddr::V6(a) => {
+            let mut m = AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(index)
+                .address(a, prefix)
+                .build();
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            m
+        }
+    }
+}
+
+fn route_destination(r: &RouteMessage) -> Option<ipnet::IpNet> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    if r.header.table != 254 {
+        return None;
+    }
+    let len = r.header.destination_prefix_length;
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => {
+            ipnet::Ipv4Net::new(*a, len).ok().map(ipnet::IpNet::V4)
+        }
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
+            ipnet::Ipv6Net::new(*a, len).ok().map(ipnet::IpNet::V6)
+        }
+        _ => None,
+    })
+}
+
+fn link_of(l: LinkMessage) -> Link {
+    let mut link = Link {
+        index: l.header.index,
+        name: String::new(),
+        kind: None,
+        controller: None,
+        mac: None,
+    };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Controller(c) => link.controller = Some(c),
+            LinkAttribute::Address(a) => link.mac = Some(a),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        link.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}

@@ -1,0 +1,279 @@
+//! The embedded store: SQLite in WAL mode under the state dir, shared safely
+//! by many concurrent rete processes.
+//!
+//! Writers serialize on an advisory lock file before `BEGIN IMMEDIATE`: the
+//! kernel wakes the next waiter the moment the lock is free, where SQLite's
+//! own busy handler would sleep and poll. Readers never wait.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::net::IpAddr;
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::model::{Container, Network, PortMapping, Tap};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS containers (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    network TEXT NOT NULL, ip TEXT NOT NULL, container TEXT NOT NULL,
+    PRIMARY KEY (network, ip));
+CREATE INDEX IF NOT EXISTS leases_by_container ON leases (container);
+CREATE TABLE IF NOT EXISTS ports (
+    family INTEGER NOT NULL, host_ip TEXT NOT NULL, protocol TEXT NOT NULL,
+    port INTEGER NOT NULL, container TEXT NOT NULL,
+    PRIMARY KEY (family, protocol, port, host_ip));
+CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container);
+CREATE TABLE IF NOT EXISTS taps (name TEXT PRIMARY KEY, network TEXT NOT NULL);
+PRAGMA user_version = 1;
+";
+
+/// The store of one state dir.
+pub struct Store {
+    conn: Connection,
+    lock_path: std::path::PathBuf,
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(state_dir).map_err(|e| {
+            Error::Store(format!(
+                "cannot create state dir {}: {e}; set --state-dir or RETE_STATE_DIR to a writable directory",
+                state_dir.display()
+            ))
+        })?;
+        let conn = Connection::open(state_dir.join("rete.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        // WAL: readers and the writer do not block each other; NORMAL sync:
+        // durable at checkpoints, atomic always (what a network store needs).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let store = Store {
+            conn,
+            lock_path: state_dir.join("lock"),
+        };
+        if version == 0 {
+            store.write(|db| Ok(db.0.execute_batch(SCHEMA)?))?;
+        }
+        Ok(store)
+    }
+
+    /// Runs `f` as one write transaction: committed if it returns Ok, rolled
+    /// back otherwise. Writers across processes run one at a time.
+    pub fn write<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|e| Error::Store(format!("{}: {e}", self.lock_path.display())))?;
+        let _lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::Store(format!("lock {}: {e}", self.lock_path.display())))?;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(&Db(&self.conn)) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Read access without a transaction (WAL gives a consistent snapshot per
+    /// statement).
+    pub fn read(&self) -> Db<'_> {
+        Db(&self.conn)
+    }
+}
+
+/// Queries and updates, inside or outside a write transaction.
+pub struct Db<'a>(&'a Connection);
+
+fn get<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    let data: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional()?;
+    data.map(|d| serde_json::from_str(&d).map_err(Error::from))
+        .transpose()
+}
+
+fn all<T: serde::de::DeserializeOwned>(conn: &Connection, sql: &str) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|d| Ok(serde_json::from_str(&d?)?)).collect()
+}
+
+impl Db<'_> {
+    pub fn network(&self, name: &str) -> Result<Option<Network>> {
+        get(self.0, "SELECT data FROM networks WHERE name = ?1", name)
+    }
+
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        all(self.0, "SELECT data FROM networks ORDER BY name")
+    }
+
+    pub fn put_network(&self, n: &Network) -> Result<()> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO networks (name, data) VALUES (?1, ?2)",
+            params![n.name, serde_json::to_string(n)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_network(&self, name: &str) -> Result<()> {
+        self.0
+            .execute("DELETE FROM networks WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    pub fn container(&self, name: &str) -> Result<Option<Container>> {
+        get(self.0, "SELECT data FROM containers WHERE name = ?1", name)
+    }
+
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        all(self.0, "SELECT data FROM containers ORDER BY name")
+    }
+
+    pub fn put_container(&self, c: &Container) -> Result<()> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO containers (name, data) VALUES (?1, ?2)",
+            params![c.name, serde_json::to_string(c)?],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the container's record with its leases and port claims.
+    pub fn delete_container(&self, name: &str) -> Result<()> {
+        self.0
+            .execute("DELETE FROM containers WHERE name = ?1", [name])?;
+        self.0
+            .execute("DELETE FROM leases WHERE container = ?1", [name])?;
+        self.0
+            .execute("DELETE FROM ports WHERE container = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Addresses leased on a network.
+    pub fn leases(&self, network: &str) -> Result<BTreeSet<IpAddr>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT ip FROM leases WHERE network = ?1")?;
+        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+        rows.map(|ip| {
+            ip?.parse()
+                .map_err(|_| Error::Store("corrupt lease address".into()))
+        })
+        .collect()
+    }
+
+    pub fn add_lease(&self, network: &str, ip: IpAddr, container: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO leases (network, ip, container) VALUES (?1, ?2, ?3)",
+            params![network, ip.to_string(), container],
+        )?;
+        Ok(())
+    }
+
+    pub fn release_leases(&self, network: &str, container: &str) -> Result<()> {
+        self.0.execute(
+            "DELETE FROM leases WHERE network = ?1 AND container = ?2",
+            [network, container],
+        )?;
+        Ok(())
+    }
+
+    /// The container holding a claim that conflicts with `m`: same family,
+    /// protocol and port, and the same address or either one unspecified.
+    pub fn port_holder(&self, m: &PortMapping) -> Result<Option<String>> {
+        let any = unspecified_like(m.host_ip);
+        Ok(self
+            .0
+            .query_row(
+                "SELECT container FROM ports WHERE family = ?1 AND protocol = ?2 AND port = ?3
+                 AND (host_ip = ?4 OR host_ip = ?5 OR ?4 = ?5) LIMIT 1",
+                params![
+                    family(m.host_ip),
+                    m.protocol.to_string(),
+                    m.host_port,
+                    m.host_ip.to_string(),
+                    any.to_string()
+                ],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn add_port(&self, m: &PortMapping, container: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO ports (family, host_ip, protocol, port, container) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                family(m.host_ip),
+                m.host_ip.to_string(),
+                m.protocol.to_string(),
+                m.host_port,
+                container
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Host ports of one protocol and family in use, for picking free ones.
+    pub fn used_ports(&self, protocol: &str, ip: IpAddr) -> Result<BTreeSet<u16>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT port FROM ports WHERE family = ?1 AND protocol = ?2")?;
+        let rows = stmt.query_map(params![family(ip), protocol], |r| r.get::<_, u16>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn taps(&self) -> Result<Vec<Tap>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name, network FROM taps ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Tap {
+                name: r.get(0)?,
+                network: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn put_tap(&self, t: &Tap) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO taps (name, network) VALUES (?1, ?2)",
+            [&t.name, &t.network],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_tap(&self, name: &str) -> Result<()> {
+        self.0.execute("DELETE FROM taps WHERE name = ?1", [name])?;
+        Ok(())
+    }
+}
+
+fn family(ip: IpAddr) -> i64 {
+    if ip.is_ipv4() {
+        4
+    } else {
+        6
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
