@@ -64,16 +64,17 @@ impl Engine {
             for (path, steps) in journal::orphans(&run_dir) {
                 for step in steps {
                     match step {
-                        Undo::Link(name) if !owned_links.contains(&name)
-                            && kernel.host()?.link(&name).ok().flatten().is_some() => {
-                                let _ = kernel.host()?.del_link(&name);
-                                report.links.push(name);
-                            }
-                        Undo::Netns(p) if !owned_ns.contains(&p)
-                            && p.exists() => {
-                                let _ = netns::remove(&p);
-                                report.namespaces.push(p);
-                            }
+                        Undo::Link(name)
+                            if !owned_links.contains(&name)
+                                && kernel.host()?.link(&name).ok().flatten().is_some() =>
+                        {
+                            let _ = kernel.host()?.del_link(&name);
+                            report.links.push(name);
+                        }
+                        Undo::Netns(p) if !owned_ns.contains(&p) && p.exists() => {
+                            let _ = netns::remove(&p);
+                            report.namespaces.push(p);
+                        }
                         _ => {}
                     }
                 }

@@ -90,7 +90,10 @@ pub fn all_elements(db: &Db) -> Result<Vec<Element>> {
 
 /// The firewall elements of one network.
 pub fn network_elements(n: &Network) -> Vec<Element> {
-    let mut out = vec![Element::Bridge(n.bridge.clone())];
+    let mut out = vec![
+        Element::Bridge(n.bridge.clone()),
+        Element::Intra(n.bridge.clone()),
+    ];
     if n.isolate {
         out.push(Element::Isolated(n.bridge.clone()));
     }

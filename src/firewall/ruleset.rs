@@ -13,6 +13,10 @@ use crate::model::Protocol;
 /// - `bridges`: every rete bridge; `isolated`: bridges that may not exchange
 ///   routed traffic with other rete bridges; `internal`: bridges with no routed
 ///   traffic in or out at all.
+/// - `intra`: each bridge paired with itself. With br_netfilter loaded, frames
+///   switched inside one bridge traverse the inet forward hook with the
+///   bridge as both input and output device; they are accepted before the
+///   isolation rules, which would otherwise drop them.
 /// - `masq4`/`masq6`: subnets whose traffic leaving through a non-rete device
 ///   is masqueraded; `subnets4`/`subnets6`: every rete subnet, for hairpin NAT.
 /// - `pub4`/`pub6`: published ports on one host address, keyed by
@@ -21,6 +25,7 @@ pub const TABLE: &str = r#"table inet rete {
 	set bridges { type ifname; }
 	set isolated { type ifname; }
 	set internal { type ifname; }
+	set intra { type ifname . ifname; }
 	set masq4 { type ipv4_addr; flags interval; }
 	set masq6 { type ipv6_addr; flags interval; }
 	set subnets4 { type ipv4_addr; flags interval; }
@@ -53,6 +58,7 @@ pub const TABLE: &str = r#"table inet rete {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		iifname . oifname @intra accept
 		iifname @internal drop
 		oifname @internal drop
 		ct status dnat accept
@@ -65,9 +71,9 @@ pub const TABLE: &str = r#"table inet rete {
 /// A cheap command that fails when the table is missing or incomplete.
 pub const PROBE: &str = "list chain inet rete forward";
 
-const SETS: [&str; 11] = [
-    "bridges", "isolated", "internal", "masq4", "masq6", "subnets4", "subnets6", "pub4", "pub4any",
-    "pub6", "pub6any",
+const SETS: [&str; 12] = [
+    "bridges", "isolated", "internal", "intra", "masq4", "masq6", "subnets4", "subnets6", "pub4",
+    "pub4any", "pub6", "pub6any",
 ];
 
 /// One element of one of the table's sets or maps.
@@ -76,6 +82,8 @@ pub enum Element {
     Bridge(String),
     Isolated(String),
     Internal(String),
+    /// Traffic from a bridge to itself.
+    Intra(String),
     Masquerade(IpNet),
     Subnet(IpNet),
     /// A published port: traffic to `host_ip` (unspecified = every local
@@ -95,6 +103,7 @@ impl Element {
             Element::Bridge(_) => "bridges",
             Element::Isolated(_) => "isolated",
             Element::Internal(_) => "internal",
+            Element::Intra(_) => "intra",
             Element::Masquerade(IpNet::V4(_)) => "masq4",
             Element::Masquerade(IpNet::V6(_)) => "masq6",
             Element::Subnet(IpNet::V4(_)) => "subnets4",
@@ -111,6 +120,7 @@ impl Element {
     fn value(&self) -> String {
         match self {
             Element::Bridge(n) | Element::Isolated(n) | Element::Internal(n) => format!("\"{n}\""),
+            Element::Intra(n) => format!("\"{n}\" . \"{n}\""),
             Element::Masquerade(net) | Element::Subnet(net) => net.to_string(),
             Element::Publish {
                 host_ip,
