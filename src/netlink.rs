@@ -19,13 +19,14 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use rtnetlink::{
-    AddressMessageBuilder, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec,
+    RouteMessageBuilder,
 };
 
 use crate::netns;
@@ -184,6 +185,18 @@ impl Rtnl {
             host = host.mtu(mtu);
         }
         self.create(RouteNetlinkMessage::NewLink(host.build()))
+    }
+
+    /// Puts a bridge port in hairpin mode (frames may leave by the port they
+    /// came in on). Bridge-port settings are only taken by RTM_NEWLINK on an
+    /// existing link, as `ip link set NAME type bridge_slave hairpin on` does.
+    pub fn set_hairpin(&mut self, name: &str) -> io::Result<()> {
+        let msg = LinkMessageBuilder::<LinkBridgePort>::default()
+            .name(name.to_string())
+            .set_port_kind(InfoPortKind::Bridge)
+            .hairpin(true)
+            .build();
+        self.change(RouteNetlinkMessage::NewLink(msg))
     }
 
     /// Brings the link up.

@@ -36,7 +36,11 @@ PRAGMA user_version = 1;
 pub struct Store {
     conn: Connection,
     lock_path: std::path::PathBuf,
+    wal_path: std::path::PathBuf,
 }
+
+/// The WAL size past which a writer checkpoints and truncates it.
+const WAL_LIMIT: u64 = 256 * 1024;
 
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Self> {
@@ -47,15 +51,27 @@ impl Store {
             ))
         })?;
         let conn = Connection::open(state_dir.join("rete.db"))?;
+
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         // WAL: readers and the writer do not block each other; NORMAL sync:
         // durable at checkpoints, atomic always (what a network store needs).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Each rete process is short-lived, and a checkpoint costs two
+        // fsyncs (milliseconds here): more than the operation itself. So the
+        // WAL outlives the process and is checkpointed every 64 pages during
+        // a commit (see `write`). Kept small, because the first process to
+        // open the store re-reads the whole WAL to rebuild its index.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let store = Store {
             conn,
             lock_path: state_dir.join("lock"),
+            wal_path: state_dir.join("rete.db-wal"),
         };
         if version == 0 {
             store.write(|db| Ok(db.0.execute_batch(SCHEMA)?))?;
@@ -78,6 +94,11 @@ impl Store {
         match f(&Db(&self.conn)) {
             Ok(v) => {
                 self.conn.execute_batch("COMMIT")?;
+                if fs::metadata(&self.wal_path).is_ok_and(|m| m.len() > WAL_LIMIT) {
+                    // Still under the lock: no writer races the truncation.
+                    self.conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                }
                 Ok(v)
             }
             Err(e) => {

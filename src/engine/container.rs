@@ -254,7 +254,7 @@ fn create(
             let elements = publish::elements(&c);
             if !elements.is_empty() {
                 journal.record(Undo::Elements(elements.clone()))?;
-                kernel.firewall(db)?.add(&elements)?;
+                kernel.firewall_add(db, &elements)?;
             }
         }
     }
@@ -463,6 +463,12 @@ fn attach(
         mtu: net.mtu,
     })
     .map_err(|e| Error::kernel(format!("create veth {host_ifname} for {container}"), e))?;
+    // Hairpin: a container reaching its own published port through the host
+    // gets its packets back on the port they came in on. With br_netfilter
+    // loaded the DNAT happens at the bridge, which will not send a frame out
+    // of its ingress port unless the port is in hairpin mode.
+    host.set_hairpin(&host_ifname)
+        .map_err(|e| Error::kernel(format!("set hairpin mode on {host_ifname}"), e))?;
 
     let link = inner
         .link(ifname)
@@ -555,10 +561,9 @@ fn refresh_ports(
     if before == after.as_slice() {
         return Ok(());
     }
-    let fw = kernel.firewall(db)?;
-    fw.delete(before)?;
+    kernel.firewall().delete(before)?;
     journal.record(Undo::Elements(after.clone()))?;
-    fw.add(&after)
+    kernel.firewall_add(db, &after)
 }
 
 fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
@@ -580,19 +585,22 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
     exec::end_processes(&c);
     let elements = publish::elements(&c);
     if !elements.is_empty() {
-        kernel.firewall(db)?.delete(&elements)?;
+        kernel.firewall().delete(&elements)?;
+    }
+    // The namespace goes before the veths: a removal killed in between then
+    // leaves either a whole container or one whose namespace is gone, which
+    // `rete gc` releases; never a listed container without its veth.
+    if c.owns_netns {
+        if let Some(path) = &c.netns {
+            netns::remove(path)
+                .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
+        }
     }
     for ep in &c.endpoints {
         kernel
             .host()?
             .del_link(&ep.host_ifname)
             .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
-    }
-    if c.owns_netns {
-        if let Some(path) = &c.netns {
-            netns::remove(path)
-                .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
-        }
     }
     db.delete_container(name)?;
     Ok(true)

@@ -43,6 +43,11 @@ impl Engine {
                     for ep in &c.endpoints {
                         let _ = kernel.host()?.del_link(&ep.host_ifname);
                     }
+                    // An unpinned file a removal killed midway left behind
+                    // would block a new container of the same name.
+                    if let (Some(p), true) = (&c.netns, c.owns_netns) {
+                        let _ = netns::remove(p);
+                    }
                     db.delete_container(&c.name)?;
                     report.containers.push(c.name);
                 }
@@ -103,11 +108,11 @@ impl Engine {
 
             // The firewall, exactly as the store says.
             if networks.is_empty() {
-                kernel.firewall(db)?.drop_table()?;
+                kernel.firewall().drop_table()?;
                 kernel.forget_firewall();
             } else {
                 let elements = all_elements(db)?;
-                kernel.firewall(db)?.replace_all(&elements)?;
+                kernel.firewall().replace_all(&elements)?;
             }
             Ok(report)
         })
@@ -121,7 +126,7 @@ impl Engine {
                 return Ok(());
             }
             let elements = all_elements(db)?;
-            kernel.firewall(db)?.replace_all(&elements)
+            kernel.firewall().replace_all(&elements)
         })
     }
 }

@@ -33,17 +33,15 @@ impl Kernel {
         Ok(self.host.as_mut().expect("opened above"))
     }
 
-    /// The firewall, its table present; a table that had vanished (flushed by
-    /// someone) is recreated and refilled from the store.
-    pub fn firewall(&mut self, db: &Db) -> Result<&mut Firewall> {
-        if self.firewall.is_none() {
-            let mut fw = Firewall::open()?;
-            if fw.ensure_table()? {
-                fw.add(&all_elements(db)?)?;
-            }
-            self.firewall = Some(fw);
-        }
-        Ok(self.firewall.as_mut().expect("opened above"))
+    /// The firewall.
+    pub fn firewall(&mut self) -> &mut Firewall {
+        self.firewall.get_or_insert_with(Firewall::new)
+    }
+
+    /// Adds firewall elements; a table that had vanished (flushed by
+    /// someone) is recreated and refilled from the store first.
+    pub fn firewall_add(&mut self, db: &Db, elements: &[Element]) -> Result<()> {
+        self.firewall().add(elements, || all_elements(db))
     }
 
     /// Drops the firewall handle after its table was removed.
@@ -65,11 +63,7 @@ impl Kernel {
                     let _ = netns::remove(&path);
                 }
                 Undo::Elements(elements) => {
-                    if let Some(fw) = self.firewall.as_mut() {
-                        let _ = fw.delete(&elements);
-                    } else if let Ok(mut fw) = Firewall::open() {
-                        let _ = fw.delete(&elements);
-                    }
+                    let _ = self.firewall().delete(&elements);
                 }
             }
         }

@@ -232,7 +232,7 @@ pub(super) fn create(
     build_bridge(kernel, &net)?;
     let elements = network_elements(&net);
     journal.record(Undo::Elements(elements.clone()))?;
-    kernel.firewall(db)?.add(&elements)?;
+    kernel.firewall_add(db, &elements)?;
     Ok(net)
 }
 
@@ -302,14 +302,14 @@ fn remove(
     }
     // Past this point nothing is journaled: removal is idempotent, so a
     // failure is mended by running it again.
-    kernel.firewall(db)?.delete(&network_elements(&net))?;
+    kernel.firewall().delete(&network_elements(&net))?;
     kernel
         .host()?
         .del_link(&net.bridge)
         .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
     db.delete_network(name)?;
     if db.networks()?.is_empty() {
-        kernel.firewall(db)?.drop_table()?;
+        kernel.firewall().drop_table()?;
         kernel.forget_firewall();
     }
     Ok(())

@@ -3,87 +3,189 @@
 //! The table's chains and rules are fixed ([`ruleset::TABLE`]); everything
 //! that varies with networks and containers lives in its sets and maps. So
 //! attaching a container with published ports adds map elements in one
-//! transaction, never a rule, and costs the same at the thousandth container
+//! netlink batch, never a rule, and costs the same at the thousandth container
 //! as at the first. Other tables (iptables-nft, Docker, Podman, firewalld) are
 //! never read or touched.
+//!
+//! Two paths: published ports (per container, hot) go over nfnetlink
+//! in-process ([`elements`]); the table itself and network-level elements
+//! (rare) go through the `nft` command ([`nft_cmd`]).
 
-mod libnftables;
+mod elements;
+mod nft_cmd;
 pub mod ruleset;
 
-pub use libnftables::Nft;
 pub use ruleset::Element;
 
-use crate::error::{Error, Result};
+use std::io;
 
-/// The nftables side of rete: apply element changes, keep the table present.
+use crate::error::{Error, Result};
+use elements::{NfSocket, RawElement};
+
+const TABLE: &str = "rete";
+
+/// The nftables side of rete.
+#[derive(Default)]
 pub struct Firewall {
-    nft: Nft,
+    socket: Option<NfSocket>,
 }
 
 impl Firewall {
-    pub fn open() -> Result<Self> {
-        Ok(Firewall { nft: Nft::new()? })
+    pub fn new() -> Self {
+        Firewall::default()
     }
 
     /// Creates the table with its chains, sets and maps if it is missing.
-    /// Returns true when it had to create it (its elements are then empty and
-    /// the caller repopulates them from the store).
+    /// Returns true when it had to create it (its elements are then empty).
     pub fn ensure_table(&mut self) -> Result<bool> {
-        if self.nft.run(ruleset::PROBE).is_ok() {
+        if nft_cmd::run(ruleset::PROBE).is_ok() {
             return Ok(false);
         }
-        self.nft.run(ruleset::TABLE)?;
+        nft_cmd::run(ruleset::TABLE)?;
         Ok(true)
     }
 
-    /// Removes the table and everything in it (used when the last network is
-    /// removed, so an idle host carries no rete state in the kernel).
+    /// Removes the table and everything in it.
     pub fn drop_table(&mut self) -> Result<()> {
-        match self.nft.run("delete table inet rete") {
-            Err(Error::Firewall(m)) if m.contains("No such file") => Ok(()),
-            other => other.map(drop),
+        if nft_cmd::run(ruleset::PROBE).is_err() {
+            return Ok(());
         }
+        nft_cmd::run("delete table inet rete\n").map(drop)
     }
 
-    /// Adds elements in one nftables transaction.
-    pub fn add(&mut self, elements: &[Element]) -> Result<()> {
+    /// Adds elements in one transaction. If the table is missing (someone
+    /// flushed the ruleset), it is recreated and filled with `refill()`
+    /// first, so the store's state comes back with it.
+    pub fn add(
+        &mut self,
+        elements: &[Element],
+        refill: impl FnOnce() -> Result<Vec<Element>>,
+    ) -> Result<()> {
         if elements.is_empty() {
             return Ok(());
         }
-        self.nft.run(&ruleset::render("add", elements)).map(drop)
+        match self.add_once(elements) {
+            Err(Missing(None)) => {
+                self.ensure_table()?;
+                self.add_once(&refill()?).map_err(Missing::into_error)?;
+                self.add_once(elements).map_err(Missing::into_error)
+            }
+            Err(Missing(Some(e))) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn add_once(&mut self, elements: &[Element]) -> std::result::Result<(), Missing> {
+        let (hot, rare): (Vec<&Element>, Vec<&Element>) =
+            elements.iter().partition(|e| raw(e).is_some());
+        if !rare.is_empty() {
+            if nft_cmd::run(ruleset::PROBE).is_err() {
+                return Err(Missing(None));
+            }
+            let rare: Vec<Element> = rare.into_iter().cloned().collect();
+            nft_cmd::run(&ruleset::render("add", &rare)).map_err(|e| Missing(Some(e)))?;
+        }
+        if !hot.is_empty() {
+            match self.netlink(true, &hot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Missing(None)),
+                Err(e) => {
+                    return Err(Missing(Some(Error::Firewall(format!(
+                        "add published ports: {e}"
+                    )))))
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Deletes elements. Elements already gone (a flushed table, an earlier
     /// interrupted removal) are skipped, so removal is idempotent.
     pub fn delete(&mut self, elements: &[Element]) -> Result<()> {
-        if elements.is_empty() {
-            return Ok(());
+        let (hot, rare): (Vec<&Element>, Vec<&Element>) =
+            elements.iter().partition(|e| raw(e).is_some());
+        if !hot.is_empty() && self.netlink(false, &hot).is_err() {
+            // A batch is atomic: one missing element fails all. Retry one
+            // by one, skipping the missing ones.
+            for e in hot {
+                let _ = self.netlink(false, &[e]);
+            }
         }
-        if self.nft.run(&ruleset::render("delete", elements)).is_ok() {
-            return Ok(());
-        }
-        // The batch is atomic: one missing element fails all. Retry one by
-        // one, ignoring the missing ones.
-        for e in elements {
-            let _ = self
-                .nft
-                .run(&ruleset::render("delete", std::slice::from_ref(e)));
+        if !rare.is_empty() {
+            let rare: Vec<Element> = rare.into_iter().cloned().collect();
+            if nft_cmd::run(&ruleset::render("delete", &rare)).is_err() {
+                for e in rare {
+                    let _ = nft_cmd::run(&ruleset::render("delete", std::slice::from_ref(&e)));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Replaces the contents of every set and map with `elements`, in one
-    /// transaction: what `gc` and a firewall reload do.
+    /// Makes the table hold exactly `elements`, in one transaction: what
+    /// `gc` and a firewall reload do.
     pub fn replace_all(&mut self, elements: &[Element]) -> Result<()> {
         self.ensure_table()?;
-        let mut batch = ruleset::flush_all();
-        batch.push_str(&ruleset::render("add", elements));
-        self.nft.run(&batch).map(drop)
+        let mut script = ruleset::flush_all();
+        script.push_str(&ruleset::render("add", elements));
+        nft_cmd::run(&script).map(drop)
     }
 
-    /// The elements currently in the table, as nftables prints them, one line
-    /// per set: for `inspect`-style diagnostics and tests.
-    pub fn list(&mut self) -> Result<String> {
-        self.nft.run("list table inet rete")
+    fn netlink(&mut self, add: bool, elements: &[&Element]) -> io::Result<()> {
+        if self.socket.is_none() {
+            self.socket = Some(NfSocket::open()?);
+        }
+        let mut sets: Vec<(&str, Vec<RawElement>)> = Vec::new();
+        for e in elements {
+            let (set, raw) = raw(e).expect("only publish elements take the netlink path");
+            match sets.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, v)) => v.push(raw),
+                None => sets.push((set, vec![raw])),
+            }
+        }
+        self.socket
+            .as_mut()
+            .expect("opened above")
+            .change(add, TABLE, &sets)
     }
+}
+
+/// A failed add: `None` when the table or a set is missing.
+struct Missing(Option<Error>);
+
+impl Missing {
+    fn into_error(self) -> Error {
+        self.0.unwrap_or_else(|| {
+            Error::Firewall("table inet rete vanished while being filled".into())
+        })
+    }
+}
+
+/// The binary form of a published-port element, with its map's name.
+fn raw(e: &Element) -> Option<(&'static str, RawElement)> {
+    let Element::Publish {
+        host_ip,
+        protocol,
+        host_port,
+        target,
+        target_port,
+    } = e
+    else {
+        return None;
+    };
+    let mut key = Vec::with_capacity(24);
+    if !host_ip.is_unspecified() {
+        key.extend(elements::addr(*host_ip));
+    }
+    key.extend(elements::proto(protocol.number()));
+    key.extend(elements::port(*host_port));
+    let mut data = elements::addr(*target);
+    data.extend(elements::port(*target_port));
+    Some((
+        e.set(),
+        RawElement {
+            key,
+            data: Some(data),
+        },
+    ))
 }

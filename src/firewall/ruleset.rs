@@ -98,7 +98,8 @@ pub enum Element {
 }
 
 impl Element {
-    fn set(&self) -> &'static str {
+    /// The set or map the element belongs to.
+    pub fn set(&self) -> &'static str {
         match self {
             Element::Bridge(_) => "bridges",
             Element::Isolated(_) => "isolated",
