@@ -151,9 +151,15 @@ impl Rtnl {
         }
     }
 
-    /// Creates a bridge, up, with the given MTU.
+    /// Creates a bridge, up, with the given MTU and a random MAC address of
+    /// its own. A bridge left without one takes the lowest MAC among its
+    /// ports and changes it when that port goes: every container's cached
+    /// gateway MAC would then be wrong until its ARP entry expires. A MAC
+    /// set explicitly is never recalculated.
     pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
-        let mut b = LinkBridge::new(name).up();
+        let mut mac: [u8; 6] = rand::random();
+        mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+        let mut b = LinkBridge::new(name).up().address(mac.to_vec());
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }

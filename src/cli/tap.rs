@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use rete::{Engine, Result};
 
-use super::output;
+use super::{output, Format};
 
 #[derive(Subcommand)]
 pub enum TapCommand {
@@ -16,7 +16,10 @@ pub enum TapCommand {
     /// Remove a tap device
     Rm { name: String },
     /// List tap devices
-    Ls,
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 pub fn run(engine: &mut Engine, cmd: TapCommand) -> Result<i32> {
@@ -26,7 +29,12 @@ pub fn run(engine: &mut Engine, cmd: TapCommand) -> Result<i32> {
             println!("{name}");
         }
         TapCommand::Rm { name } => engine.remove_tap(&name)?,
-        TapCommand::Ls => {
+        TapCommand::Ls {
+            format: Format::Json,
+        } => output::json(&engine.taps()?),
+        TapCommand::Ls {
+            format: Format::Table,
+        } => {
             let rows: Vec<Vec<String>> = engine
                 .taps()?
                 .into_iter()

@@ -459,7 +459,7 @@ fn attach(
         bridge: bridge.index,
         peer: ifname,
         peer_ns: ns.as_raw_fd(),
-        peer_mac: mac,
+        peer_mac: mac.or_else(|| derived_mac(&addresses)),
         mtu: net.mtu,
     })
     .map_err(|e| Error::kernel(format!("create veth {host_ifname} for {container}"), e))?;
@@ -520,6 +520,27 @@ fn attach(
         addresses,
         gateways,
     })
+}
+
+/// A MAC derived from the endpoint's address (its IPv4 one, else the low 32
+/// bits of its IPv6 one), as Docker did: an address freed and leased again
+/// comes back with the same MAC, so the ARP and NDP entries the host and
+/// other containers still hold for it stay right. Addresses are unique on a
+/// bridge, and so are these MACs.
+fn derived_mac(addresses: &[ipnet::IpNet]) -> Option<[u8; 6]> {
+    let ip = addresses
+        .iter()
+        .map(|a| a.addr())
+        .find(IpAddr::is_ipv4)
+        .or_else(|| addresses.first().map(|a| a.addr()))?;
+    let low = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    Some([0x02, 0x42, low[0], low[1], low[2], low[3]])
 }
 
 /// Removes one endpoint: its veth, leases and the port elements that led to it.

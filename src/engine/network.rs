@@ -287,7 +287,15 @@ fn remove(
         if !force {
             return Err(Error::InUse(format!(
                 "network \"{name}\" is in use by {} ({}); remove them or pass --force",
-                plural(users.len(), "container"),
+                {
+                    let taps = users.iter().filter(|u| u.starts_with("tap ")).count();
+                    let containers = plural(users.len() - taps, "container");
+                    match taps {
+                        0 => containers,
+                        n if n == users.len() => plural(n, "tap"),
+                        n => format!("{containers} and {}", plural(n, "tap")),
+                    }
+                },
                 users.join(", ")
             )));
         }
