@@ -402,3 +402,45 @@ fn gc_cleans_up_after_removes_killed_midway() {
     assert_eq!(lab.addr_of("r19", "web", false).to_string(), "10.70.0.21");
     assert_no_residue(&lab);
 }
+
+#[test]
+fn gc_replumbs_a_container_whose_veth_was_deleted() {
+    require_root!();
+    let lab = Lab::new("gc-veth");
+    lab.rete_ok(&["network", "create", "web", "--subnet", "10.70.0.0/24"]);
+    lab.rete_ok(&["create", "hurt", "--network", "web", "-p", "8080:80"]);
+    let c = lab.inspect("hurt");
+    let veth = c["endpoints"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac = c["endpoints"][0]["mac"].as_str().unwrap().to_string();
+
+    // Someone deletes the host end by hand: the pair goes, the namespace stays.
+    lab.sh_host(&format!("ip link del {veth}"));
+    let addr: IpAddr = "10.70.0.2".parse().unwrap();
+    assert!(!ping(&lab.host, addr), "the container should be cut off");
+
+    let report = lab.rete_ok(&["gc"]);
+    assert!(
+        report.contains("replumbed lost devices of container hurt"),
+        "{report}"
+    );
+    assert_no_residue(&lab);
+    let c = lab.inspect("hurt");
+    assert_eq!(
+        c["endpoints"][0]["mac"],
+        mac.as_str(),
+        "same MAC after repair"
+    );
+    let routes = sh_in(&lab.container_ns("hurt"), "ip route show default");
+    assert!(routes.contains("via 10.70.0.1"), "{routes}");
+    let _srv = Server::tcp(&lab.container_ns("hurt"), addr, 80, "back", 1);
+    let got = tcp_get(&lab.outside, UPLINK_HOST.parse().unwrap(), 8080);
+    assert!(
+        got.as_deref().is_some_and(|g| g.starts_with("back ")),
+        "{got:?}"
+    );
+    // A second gc has nothing to do.
+    assert_eq!(lab.rete_ok(&["gc"]), "");
+}

@@ -322,6 +322,9 @@ pub fn gc(engine: &mut Engine, a: GcArgs) -> Result<i32> {
         for b in &r.bridges {
             println!("recreated bridge {b}");
         }
+        for c in &r.repaired {
+            println!("replumbed lost devices of container {c}");
+        }
     }
     Ok(0)
 }

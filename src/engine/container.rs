@@ -7,15 +7,15 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::endpoint::{attach, EndpointRequest, Routed};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
 use super::{exec, publish, Engine};
 use crate::error::{Error, Result};
-use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Container, Endpoint, Mode, Network};
+use crate::model::{Container, Mode, Network};
 use crate::names;
-use crate::netlink::{Rtnl, VethSpec};
+use crate::netlink::Rtnl;
 use crate::netns;
 use crate::portspec::PortSpec;
 use crate::store::Db;
@@ -112,8 +112,9 @@ impl Engine {
                 Some(IpAddr::V6(_)) => (None, ip),
                 _ => (ip, None),
             };
-            let routed = Routed::of(&c);
-            let ep = attach(db, kernel, journal, &ns, &mut inner, &c.name, &net, &ifname, ip4, ip6, None, routed)?;
+            let routed = Routed::of(&c, None);
+            let req = EndpointRequest { net: &net, ifname, ip4, ip6, mac: None };
+            let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
             let before = publish::elements(&c);
             c.endpoints.push(ep);
             refresh_ports(db, kernel, journal, &before, &c)?;
@@ -219,21 +220,15 @@ fn create(
                 } else {
                     (None, None, None)
                 };
-                let ep = attach(
-                    db,
-                    kernel,
-                    journal,
-                    &ns,
-                    &mut inner,
-                    &c.name,
+                let req = EndpointRequest {
                     net,
-                    &format!("eth{i}"),
+                    ifname: format!("eth{i}"),
                     ip4,
                     ip6,
                     mac,
-                    routed,
-                )?;
-                routed = Routed::of_endpoints(routed, &ep, net);
+                };
+                let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
+                routed = routed.with(&ep);
                 c.endpoints.push(ep);
             }
             if let Some(ip) = req.ip.or(req.ip6) {
@@ -358,189 +353,6 @@ fn open_ns(path: &std::path::Path) -> Result<File> {
             path.display()
         ))
     })
-}
-
-/// Which families already have a default route in the container.
-#[derive(Debug, Clone, Copy, Default)]
-struct Routed {
-    v4: bool,
-    v6: bool,
-}
-
-impl Routed {
-    fn of(c: &Container) -> Self {
-        let mut r = Routed::default();
-        for e in &c.endpoints {
-            for g in &e.gateways {
-                if g.is_ipv4() {
-                    r.v4 = true
-                } else {
-                    r.v6 = true
-                }
-            }
-        }
-        r
-    }
-
-    fn of_endpoints(mut self, ep: &Endpoint, _net: &Network) -> Self {
-        for g in &ep.gateways {
-            if g.is_ipv4() {
-                self.v4 = true
-            } else {
-                self.v6 = true
-            }
-        }
-        self
-    }
-}
-
-/// Plugs the container into one network: addresses from IPAM, a veth pair
-/// with its host end on the bridge, addresses and default routes inside.
-#[allow(clippy::too_many_arguments)]
-fn attach(
-    db: &Db,
-    kernel: &mut Kernel,
-    journal: &mut Journal,
-    ns: &File,
-    inner: &mut Rtnl,
-    container: &str,
-    net: &Network,
-    ifname: &str,
-    ip4: Option<IpAddr>,
-    ip6: Option<IpAddr>,
-    mac: Option<[u8; 6]>,
-    routed: Routed,
-) -> Result<Endpoint> {
-    use std::os::fd::AsRawFd;
-
-    let mut used = db.leases(&net.name)?;
-    let mut addresses = Vec::new();
-    for s in &net.subnets {
-        let requested =
-            if s.subnet.addr().is_ipv4() { ip4 } else { ip6 }.filter(|ip| s.subnet.contains(ip));
-        let ip = match requested {
-            Some(ip) => {
-                ipam::check_request(s, ip, &used).map_err(|why| {
-                    if used.contains(&ip) {
-                        Error::Conflict(format!("{why} on network \"{}\"", net.name))
-                    } else {
-                        Error::Invalid(why)
-                    }
-                })?;
-                ip
-            }
-            None => ipam::allocate(s, &used).ok_or_else(|| {
-                Error::Exhausted(format!(
-                    "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
-                    net.name,
-                    s.ip_range.unwrap_or(s.subnet)
-                ))
-            })?,
-        };
-        used.insert(ip);
-        db.add_lease(&net.name, ip, container)?;
-        addresses.push(ipnet::IpNet::new(ip, s.subnet.prefix_len()).expect("prefix from a subnet"));
-    }
-
-    let host_ifname = format!("rete-{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
-    let host = kernel.host()?;
-    let bridge = host
-        .link(&net.bridge)
-        .map_err(|e| Error::kernel("list links", e))?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
-                net.bridge, net.name
-            ))
-        })?;
-    journal.record(Undo::Link(host_ifname.clone()))?;
-    host.add_veth(&VethSpec {
-        host: &host_ifname,
-        bridge: bridge.index,
-        peer: ifname,
-        peer_ns: ns.as_raw_fd(),
-        peer_mac: mac.or_else(|| derived_mac(&addresses)),
-        mtu: net.mtu,
-    })
-    .map_err(|e| Error::kernel(format!("create veth {host_ifname} for {container}"), e))?;
-    // Hairpin: a container reaching its own published port through the host
-    // gets its packets back on the port they came in on. With br_netfilter
-    // loaded the DNAT happens at the bridge, which will not send a frame out
-    // of its ingress port unless the port is in hairpin mode.
-    host.set_hairpin(&host_ifname)
-        .map_err(|e| Error::kernel(format!("set hairpin mode on {host_ifname}"), e))?;
-
-    let link = inner
-        .link(ifname)
-        .map_err(|e| Error::kernel("list links in container", e))?
-        .ok_or_else(|| {
-            Error::kernel(
-                format!("find {ifname} in container {container}"),
-                std::io::Error::from_raw_os_error(libc::ENODEV),
-            )
-        })?;
-    inner
-        .set_up(link.index)
-        .map_err(|e| Error::kernel(format!("bring up {ifname} of {container}"), e))?;
-    for a in &addresses {
-        inner
-            .add_addr(link.index, a.addr(), a.prefix_len())
-            .map_err(|e| Error::kernel(format!("add {a} to {ifname} of {container}"), e))?;
-    }
-    // Default routes last: they need the address's subnet route to resolve
-    // the gateway. Internal networks get none: they lead nowhere.
-    let mut gateways = Vec::new();
-    if !net.internal {
-        for s in &net.subnets {
-            let v4 = s.subnet.addr().is_ipv4();
-            if (v4 && routed.v4)
-                || (!v4 && routed.v6)
-                || gateways.iter().any(|g: &IpAddr| g.is_ipv4() == v4)
-            {
-                continue;
-            }
-            inner.add_default_route(s.gateway).map_err(|e| {
-                Error::kernel(
-                    format!("add default route via {} in {container}", s.gateway),
-                    e,
-                )
-            })?;
-            gateways.push(s.gateway);
-        }
-    }
-    Ok(Endpoint {
-        network: net.name.clone(),
-        ifname: ifname.to_string(),
-        host_ifname,
-        mac: link
-            .mac
-            .as_deref()
-            .map(names::format_mac)
-            .unwrap_or_default(),
-        addresses,
-        gateways,
-    })
-}
-
-/// A MAC derived from the endpoint's address (its IPv4 one, else the low 32
-/// bits of its IPv6 one), as Docker did: an address freed and leased again
-/// comes back with the same MAC, so the ARP and NDP entries the host and
-/// other containers still hold for it stay right. Addresses are unique on a
-/// bridge, and so are these MACs.
-fn derived_mac(addresses: &[ipnet::IpNet]) -> Option<[u8; 6]> {
-    let ip = addresses
-        .iter()
-        .map(|a| a.addr())
-        .find(IpAddr::is_ipv4)
-        .or_else(|| addresses.first().map(|a| a.addr()))?;
-    let low = match ip {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            [o[12], o[13], o[14], o[15]]
-        }
-    };
-    Some([0x02, 0x42, low[0], low[1], low[2], low[3]])
 }
 
 /// Removes one endpoint: its veth, leases and the port elements that led to it.

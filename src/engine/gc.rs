@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::endpoint::{plumb, Routed};
 use super::kernel::all_elements;
 use super::{network, Engine};
 use crate::error::Result;
 use crate::journal::{self, Undo};
+use crate::netlink::Rtnl;
 use crate::netns;
 
 /// What a gc pass did.
@@ -24,12 +26,14 @@ pub struct GcReport {
     pub namespaces: Vec<PathBuf>,
     /// Bridges recreated for networks whose bridge had vanished.
     pub bridges: Vec<String>,
+    /// Containers whose lost veth pairs were plumbed again.
+    pub repaired: Vec<String>,
 }
 
 impl Engine {
     pub fn gc(&mut self) -> Result<GcReport> {
         let run_dir = self.paths().run_dir.clone();
-        self.transact(|db, kernel, _| {
+        self.transact(|db, kernel, journal| {
             let mut report = GcReport::default();
 
             // Containers whose namespace vanished: release what they held.
@@ -104,6 +108,48 @@ impl Engine {
                     network::build_bridge(kernel, n)?;
                     report.bridges.push(n.bridge.clone());
                 }
+            }
+
+            // Endpoints whose veth pair was lost while their namespace lives
+            // on (deleted by hand, or a killed `rm` of a runtime's namespace):
+            // plumbed again with the addresses they hold.
+            let links: BTreeSet<String> = kernel
+                .host()?
+                .links()
+                .map_err(|e| crate::error::Error::kernel("list links", e))?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            for mut c in db.containers()? {
+                let lost: Vec<usize> = (0..c.endpoints.len())
+                    .filter(|&i| !links.contains(&c.endpoints[i].host_ifname))
+                    .collect();
+                let Some(path) = c.netns.clone().filter(|_| !lost.is_empty()) else {
+                    continue;
+                };
+                let ns = netns::open(&path).map_err(|e| {
+                    crate::error::Error::kernel(format!("open {}", path.display()), e)
+                })?;
+                let mut inner = Rtnl::open_in(&ns)
+                    .map_err(|e| crate::error::Error::kernel("open rtnetlink in container", e))?;
+                for i in lost {
+                    let net = network::get(db, &c.endpoints[i].network)?;
+                    let _ = inner.del_link(&c.endpoints[i].ifname);
+                    let routed = Routed::of(&c, Some(&net.name));
+                    let mut ep = c.endpoints[i].clone();
+                    plumb(
+                        kernel,
+                        journal,
+                        (&ns, &mut inner),
+                        &c.name,
+                        &net,
+                        &mut ep,
+                        routed,
+                    )?;
+                    c.endpoints[i] = ep;
+                }
+                db.put_container(&c)?;
+                report.repaired.push(c.name);
             }
 
             // The firewall, exactly as the store says.

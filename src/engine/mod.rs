@@ -7,6 +7,7 @@
 //! kernel and the store are as they were.
 
 mod container;
+mod endpoint;
 mod exec;
 mod gc;
 mod kernel;

@@ -1,0 +1,228 @@
+//! Endpoints: a container's attachment to one network. Leasing addresses
+//! (IPAM over the store) is apart from plumbing (the veth pair, addresses and
+//! routes in the kernel), so `gc` can plumb again an endpoint whose devices
+//! were lost, with the addresses it already holds.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use ipnet::IpNet;
+
+use super::kernel::Kernel;
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::journal::{Journal, Undo};
+use crate::model::{Container, Endpoint, Network};
+use crate::names;
+use crate::netlink::{Rtnl, VethSpec};
+use crate::store::Db;
+
+/// Which families already have a default route in the container.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Routed {
+    v4: bool,
+    v6: bool,
+}
+
+impl Routed {
+    /// The default routes of a container's endpoints, except `skip`'s.
+    pub fn of(c: &Container, skip: Option<&str>) -> Self {
+        c.endpoints
+            .iter()
+            .filter(|e| Some(e.network.as_str()) != skip)
+            .fold(Routed::default(), Routed::with)
+    }
+
+    /// Adds the endpoint's default routes.
+    pub fn with(mut self, ep: &Endpoint) -> Self {
+        for g in &ep.gateways {
+            if g.is_ipv4() {
+                self.v4 = true
+            } else {
+                self.v6 = true
+            }
+        }
+        self
+    }
+}
+
+/// What the caller asks of a new endpoint.
+pub(super) struct EndpointRequest<'a> {
+    pub net: &'a Network,
+    pub ifname: String,
+    pub ip4: Option<IpAddr>,
+    pub ip6: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Attaches the container to one network: leases addresses, then plumbs.
+pub(super) fn attach(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    sandbox: (&File, &mut Rtnl),
+    container: &str,
+    req: EndpointRequest,
+    routed: Routed,
+) -> Result<Endpoint> {
+    let addresses = lease(db, container, req.net, req.ip4, req.ip6)?;
+    let mac = req.mac.or_else(|| derived_mac(&addresses));
+    let mut ep = Endpoint {
+        network: req.net.name.clone(),
+        ifname: req.ifname,
+        host_ifname: format!("rete-{:010x}", rand::random::<u64>() & 0xff_ffff_ffff),
+        mac: mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
+        addresses,
+        gateways: Vec::new(),
+    };
+    plumb(
+        kernel, journal, sandbox, container, req.net, &mut ep, routed,
+    )?;
+    Ok(ep)
+}
+
+/// Leases one address per subnet of the network: the requested one of its
+/// family if it lies in the subnet, else the lowest free one.
+fn lease(
+    db: &Db,
+    container: &str,
+    net: &Network,
+    ip4: Option<IpAddr>,
+    ip6: Option<IpAddr>,
+) -> Result<Vec<IpNet>> {
+    let mut used = db.leases(&net.name)?;
+    let mut addresses = Vec::new();
+    for s in &net.subnets {
+        let requested =
+            if s.subnet.addr().is_ipv4() { ip4 } else { ip6 }.filter(|ip| s.subnet.contains(ip));
+        let ip = match requested {
+            Some(ip) => {
+                ipam::check_request(s, ip, &used).map_err(|why| {
+                    if used.contains(&ip) {
+                        Error::Conflict(format!("{why} on network \"{}\"", net.name))
+                    } else {
+                        Error::Invalid(why)
+                    }
+                })?;
+                ip
+            }
+            None => ipam::allocate(s, &used).ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
+                    net.name,
+                    s.ip_range.unwrap_or(s.subnet)
+                ))
+            })?,
+        };
+        used.insert(ip);
+        db.add_lease(&net.name, ip, container)?;
+        addresses.push(IpNet::new(ip, s.subnet.prefix_len()).expect("prefix from a subnet"));
+    }
+    Ok(addresses)
+}
+
+/// Builds the endpoint in the kernel: a veth pair with its host end on the
+/// bridge, the peer inside as `ep.ifname` with `ep.addresses`, and default
+/// routes for families not yet `routed`. Fills in `ep.mac` and `ep.gateways`.
+pub(super) fn plumb(
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    (ns, inner): (&File, &mut Rtnl),
+    container: &str,
+    net: &Network,
+    ep: &mut Endpoint,
+    routed: Routed,
+) -> Result<()> {
+    let host = kernel.host()?;
+    let bridge = host
+        .link(&net.bridge)
+        .map_err(|e| Error::kernel("list links", e))?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
+                net.bridge, net.name
+            ))
+        })?;
+    journal.record(Undo::Link(ep.host_ifname.clone()))?;
+    host.add_veth(&VethSpec {
+        host: &ep.host_ifname,
+        bridge: bridge.index,
+        peer: &ep.ifname,
+        peer_ns: ns.as_raw_fd(),
+        peer_mac: names::parse_mac(&ep.mac).ok(),
+        mtu: net.mtu,
+    })
+    .map_err(|e| Error::kernel(format!("create veth {} for {container}", ep.host_ifname), e))?;
+    // Hairpin: a container reaching its own published port through the host
+    // gets its packets back on the port they came in on. With br_netfilter
+    // loaded the DNAT happens at the bridge, which will not send a frame out
+    // of its ingress port unless the port is in hairpin mode.
+    host.set_hairpin(&ep.host_ifname)
+        .map_err(|e| Error::kernel(format!("set hairpin mode on {}", ep.host_ifname), e))?;
+
+    let ifname = ep.ifname.clone();
+    let link = inner
+        .link(&ifname)
+        .map_err(|e| Error::kernel("list links in container", e))?
+        .ok_or_else(|| {
+            Error::kernel(
+                format!("find {ifname} in container {container}"),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            )
+        })?;
+    inner
+        .set_up(link.index)
+        .map_err(|e| Error::kernel(format!("bring up {ifname} of {container}"), e))?;
+    for a in &ep.addresses {
+        inner
+            .add_addr(link.index, a.addr(), a.prefix_len())
+            .map_err(|e| Error::kernel(format!("add {a} to {ifname} of {container}"), e))?;
+    }
+    // Default routes last: they need the address's subnet route to resolve
+    // the gateway. Internal networks get none: they lead nowhere.
+    ep.gateways.clear();
+    if !net.internal {
+        for s in &net.subnets {
+            let v4 = s.subnet.addr().is_ipv4();
+            if (v4 && routed.v4)
+                || (!v4 && routed.v6)
+                || ep.gateways.iter().any(|g| g.is_ipv4() == v4)
+            {
+                continue;
+            }
+            inner.add_default_route(s.gateway).map_err(|e| {
+                Error::kernel(
+                    format!("add default route via {} in {container}", s.gateway),
+                    e,
+                )
+            })?;
+            ep.gateways.push(s.gateway);
+        }
+    }
+    if let Some(mac) = link.mac.as_deref() {
+        ep.mac = names::format_mac(mac);
+    }
+    Ok(())
+}
+
+/// A MAC derived from the endpoint's address (its IPv4 one, else the low 32
+/// bits of its IPv6 one), as Docker did: an address freed and leased again
+/// comes back with the same MAC, so the ARP and NDP entries the host and
+/// other containers still hold for it stay right. Addresses are unique on a
+/// bridge, and so are these MACs.
+fn derived_mac(addresses: &[IpNet]) -> Option<[u8; 6]> {
+    let ip = addresses
+        .iter()
+        .map(|a| a.addr())
+        .find(IpAddr::is_ipv4)
+        .or_else(|| addresses.first().map(|a| a.addr()))?;
+    let low = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    Some([0x02, 0x42, low[0], low[1], low[2], low[3]])
+}
