@@ -23,6 +23,9 @@ pub struct Network {
     pub internal: bool,
     /// Routed traffic to and from other rete networks is dropped.
     pub isolate: bool,
+    /// Traffic leaving the host is masqueraded (unless internal).
+    #[serde(default = "yes")]
+    pub masquerade: bool,
     pub mtu: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -30,6 +33,10 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// Seconds since the epoch.
     pub created: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One subnet of a network, with its gateway and the range leases come from.

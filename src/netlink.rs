@@ -64,7 +64,7 @@ impl Rtnl {
 
     /// Sends one request and collects the replies until the acknowledgement
     /// (or, for dumps, the end marker).
-    fn request(
+    pub(crate) fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
@@ -116,12 +116,12 @@ impl Rtnl {
         }
     }
 
-    fn create(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
+    pub(crate) fn create(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
         self.request(msg, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
 
-    fn change(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
+    pub(crate) fn change(&mut self, msg: RouteNetlinkMessage) -> io::Result<()> {
         self.request(msg, NLM_F_ACK).map(drop)
     }
 

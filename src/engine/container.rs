@@ -346,7 +346,7 @@ fn sandbox(
     Ok(ns)
 }
 
-fn open_ns(path: &std::path::Path) -> Result<File> {
+pub(super) fn open_ns(path: &std::path::Path) -> Result<File> {
     netns::open(path).map_err(|e| {
         Error::NotFound(format!(
             "network namespace {} cannot be opened ({e}); it may have been removed: run `rete gc`",
@@ -383,7 +383,7 @@ pub(super) fn detach(
 
 /// After endpoints changed, moves the container's port elements to its new
 /// addresses.
-fn refresh_ports(
+pub(super) fn refresh_ports(
     db: &Db,
     kernel: &mut Kernel,
     journal: &mut Journal,

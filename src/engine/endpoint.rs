@@ -153,7 +153,16 @@ pub(super) fn plumb(
         peer_mac: names::parse_mac(&ep.mac).ok(),
         mtu: net.mtu,
     })
-    .map_err(|e| Error::kernel(format!("create veth {} for {container}", ep.host_ifname), e))?;
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            Error::Conflict(format!(
+                "an interface named {} already exists in the namespace of {container}; choose another interface name",
+                ep.ifname
+            ))
+        } else {
+            Error::kernel(format!("create veth {} for {container}", ep.host_ifname), e)
+        }
+    })?;
     // Hairpin: a container reaching its own published port through the host
     // gets its packets back on the port they came in on. With br_netfilter
     // loaded the DNAT happens at the bridge, which will not send a frame out

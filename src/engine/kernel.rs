@@ -96,7 +96,7 @@ pub fn network_elements(n: &Network) -> Vec<Element> {
     }
     for s in &n.subnets {
         out.push(Element::Subnet(s.subnet));
-        if !n.internal {
+        if !n.internal && n.masquerade {
             out.push(Element::Masquerade(s.subnet));
         }
     }

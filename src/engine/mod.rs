@@ -13,11 +13,13 @@ mod gc;
 mod kernel;
 mod network;
 mod publish;
+mod runtime;
 mod tap;
 
 pub use container::{ContainerRequest, NetworkChoice};
 pub use gc::GcReport;
 pub use network::{NetworkRequest, SubnetRequest, DEFAULT_NETWORK};
+pub use runtime::AttachRequest;
 
 use crate::config::Paths;
 use crate::error::Result;

@@ -120,20 +120,26 @@ pub(super) fn create(
         }
     }
     let mut isolate = true;
+    let mut masquerade = true;
     for (k, v) in &req.options {
-        match (k.as_str(), v.as_str()) {
-            ("isolate", "true") => isolate = true,
-            ("isolate", "false") => isolate = false,
-            ("isolate", _) => {
-                return Err(Error::Invalid(format!(
-                    "invalid option isolate={v}: use true or false"
-                )))
-            }
+        if !matches!(k.as_str(), "isolate" | "masquerade") {
+            return Err(Error::Invalid(format!(
+                "unknown network option \"{k}\"; known: isolate, masquerade"
+            )));
+        }
+        let flag = match v.as_str() {
+            "true" => true,
+            "false" => false,
             _ => {
                 return Err(Error::Invalid(format!(
-                    "unknown network option \"{k}\"; known: isolate"
+                    "invalid option {k}={v}: use true or false"
                 )))
             }
+        };
+        if k == "isolate" {
+            isolate = flag;
+        } else {
+            masquerade = flag;
         }
     }
     let others = db.networks()?;
@@ -221,6 +227,7 @@ pub(super) fn create(
         subnets,
         internal: req.internal,
         isolate,
+        masquerade,
         mtu: req.mtu,
         labels: req.labels,
         options: req.options,

@@ -1,0 +1,207 @@
+//! Attachments made by container runtimes (CNI, Podman): the runtime owns the
+//! namespace and names the interface; rete plugs it into a network. A
+//! container record is made on its first attachment and forgotten after its
+//! last.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::container::{open_ns, refresh_ports};
+use super::endpoint::{attach, EndpointRequest, Routed};
+use super::kernel::Kernel;
+use super::network::{self, now, random_id, NetworkRequest};
+use super::{publish, Engine};
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::model::{Container, Endpoint, Mode, Network};
+use crate::names;
+use crate::netlink::Rtnl;
+use crate::portspec::PortSpec;
+use crate::store::Db;
+
+/// One network attachment a runtime asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AttachRequest {
+    /// The container's name in rete (the runtime's container ID or name).
+    pub container: String,
+    /// The runtime's network namespace.
+    pub netns: PathBuf,
+    pub network: String,
+    /// The interface name inside the namespace.
+    pub ifname: String,
+    /// Requested addresses (at most one per family is used).
+    pub ips: Vec<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    pub ports: Vec<PortSpec>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Engine {
+    /// Creates the network unless one of that name exists; returns it.
+    pub fn ensure_network(&mut self, req: NetworkRequest) -> Result<Network> {
+        self.transact(|db, kernel, journal| match db.network(&req.name)? {
+            Some(n) => Ok(n),
+            None => network::create(db, kernel, journal, req),
+        })
+    }
+
+    /// Plugs a runtime's namespace into a network. Asking again for an
+    /// attachment that exists (same container, network and interface) returns
+    /// it unchanged.
+    pub fn attach(&mut self, req: AttachRequest) -> Result<(Container, Endpoint)> {
+        self.transact(|db, kernel, journal| attach_one(db, kernel, journal, req))
+    }
+
+    /// Attaches to several networks at once, all or nothing.
+    pub fn attach_all(&mut self, reqs: Vec<AttachRequest>) -> Result<Vec<(Container, Endpoint)>> {
+        self.transact(|db, kernel, journal| {
+            reqs.into_iter()
+                .map(|r| attach_one(db, kernel, journal, r))
+                .collect()
+        })
+    }
+
+    /// Removes the attachment `ifname` of a container; the container record
+    /// goes with its last attachment. Idempotent: a missing container or
+    /// interface, or a namespace already gone, is not an error.
+    pub fn detach(&mut self, container: &str, ifname: &str) -> Result<()> {
+        self.transact(|db, kernel, journal| detach_one(db, kernel, journal, container, ifname))
+    }
+
+    /// Removes every attachment of a container.
+    pub fn detach_all(&mut self, container: &str) -> Result<()> {
+        self.transact(|db, kernel, journal| {
+            let Some(c) = db.container(container)? else {
+                return Ok(());
+            };
+            for ep in &c.endpoints {
+                detach_one(db, kernel, journal, container, &ep.ifname)?;
+            }
+            if c.endpoints.is_empty() {
+                db.delete_container(container)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn attach_one(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    req: AttachRequest,
+) -> Result<(Container, Endpoint)> {
+    names::check_ifname(&req.ifname)?;
+    let net = network::get(db, &req.network)?;
+    let mut c = match db.container(&req.container)? {
+        Some(c) => {
+            if c.netns.as_deref() != Some(req.netns.as_path()) {
+                return Err(Error::Conflict(format!(
+                    "container \"{}\" is attached in another namespace ({}); detach it first",
+                    c.name,
+                    c.netns.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                )));
+            }
+            if let Some(ep) = c.endpoints.iter().find(|e| e.ifname == req.ifname) {
+                if ep.network == req.network {
+                    let ep = ep.clone();
+                    return Ok((c, ep));
+                }
+                return Err(Error::Conflict(format!(
+                    "interface {} of container \"{}\" is already attached to network \"{}\"",
+                    req.ifname, c.name, ep.network
+                )));
+            }
+            if let Some(ep) = c.endpoints.iter().find(|e| e.network == req.network) {
+                return Err(Error::Conflict(format!(
+                    "container \"{}\" is already attached to network \"{}\" as {}",
+                    c.name, req.network, ep.ifname
+                )));
+            }
+            c
+        }
+        None => {
+            names::check_name("container", &req.container)?;
+            Container {
+                name: req.container.clone(),
+                id: random_id(),
+                mode: Mode::Bridge,
+                netns: Some(req.netns.clone()),
+                owns_netns: false,
+                endpoints: Vec::new(),
+                ports: Vec::new(),
+                hostname: None,
+                labels: req.labels.clone(),
+                processes: Vec::new(),
+                created: now(),
+            }
+        }
+    };
+    let ns = open_ns(&req.netns)?;
+    let mut inner =
+        Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in the namespace", e))?;
+    if c.endpoints.is_empty() {
+        inner.set_up(1).map_err(|e| Error::kernel("bring up lo", e))?;
+    }
+    let ip4 = req.ips.iter().copied().find(IpAddr::is_ipv4);
+    let ip6 = req.ips.iter().copied().find(IpAddr::is_ipv6);
+    let endpoint = EndpointRequest {
+        net: &net,
+        ifname: req.ifname.clone(),
+        ip4,
+        ip6,
+        mac: req.mac,
+    };
+    let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, endpoint, Routed::of(&c, None))?;
+    for ip in &req.ips {
+        if !ep.addresses.iter().any(|a| a.addr() == *ip) {
+            return Err(Error::Invalid(format!(
+                "address {ip} is not in any subnet of network \"{}\"",
+                net.name
+            )));
+        }
+    }
+    let before = publish::elements(&c);
+    c.endpoints.push(ep.clone());
+    let ports = publish::resolve(db, &c, &req.ports)?;
+    for m in &ports {
+        db.add_port(m, &c.name)?;
+    }
+    c.ports.extend(ports);
+    refresh_ports(db, kernel, journal, &before, &c)?;
+    db.put_container(&c)?;
+    Ok((c, ep))
+}
+
+fn detach_one(
+    db: &Db,
+    kernel: &mut Kernel,
+    journal: &mut Journal,
+    container: &str,
+    ifname: &str,
+) -> Result<()> {
+    let Some(mut c) = db.container(container)? else {
+        return Ok(());
+    };
+    let Some(pos) = c.endpoints.iter().position(|e| e.ifname == ifname) else {
+        return Ok(());
+    };
+    let before = publish::elements(&c);
+    let ep = c.endpoints.remove(pos);
+    if c.endpoints.is_empty() {
+        c.ports.clear();
+    }
+    refresh_ports(db, kernel, journal, &before, &c)?;
+    kernel
+        .host()?
+        .del_link(&ep.host_ifname)
+        .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+    db.release_leases(&ep.network, container)?;
+    if c.endpoints.is_empty() {
+        db.delete_container(container)?;
+    } else {
+        db.put_container(&c)?;
+    }
+    Ok(())
+}
