@@ -19,6 +19,9 @@ pub enum Error {
     /// The object is in use and cannot be removed as asked.
     #[error("{0}")]
     InUse(String),
+    /// An interface of the requested name already exists where it would go.
+    #[error("{0}")]
+    InterfaceExists(String),
     /// A resource pool ran out (addresses, subnets, ports).
     #[error("{0}")]
     Exhausted(String),

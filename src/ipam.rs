@@ -53,6 +53,18 @@ pub fn check_subnet(s: &Subnet) -> Result<(), String> {
             return Err(format!("ip range {r} is not inside subnet {}", s.subnet));
         }
     }
+    for (what, bound) in [("range start", s.range_start), ("range end", s.range_end)] {
+        if let Some(ip) = bound {
+            if !s.subnet.contains(&ip) {
+                return Err(format!("{what} {ip} is not inside subnet {}", s.subnet));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (s.range_start, s.range_end) {
+        if a > b {
+            return Err(format!("range start {a} comes after range end {b}"));
+        }
+    }
     Ok(())
 }
 
@@ -78,10 +90,13 @@ pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<
 /// candidates, so it is bounded even in an IPv6 /64.
 pub fn allocate(s: &Subnet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
     let range = s.ip_range.unwrap_or(s.subnet);
-    let mut ip = range.network();
+    let mut ip = match s.range_start {
+        Some(start) if range.contains(&start) && start > range.network() => start,
+        _ => range.network(),
+    };
     let limit = used.len() + 3;
     for _ in 0..=limit {
-        if !range.contains(&ip) {
+        if !range.contains(&ip) || s.range_end.is_some_and(|end| ip > end) {
             return None;
         }
         if !is_reserved(&s.subnet, ip) && ip != s.gateway && !used.contains(&ip) {
@@ -133,6 +148,8 @@ mod tests {
             subnet: net,
             gateway: first_host(&net),
             ip_range: None,
+            range_start: None,
+            range_end: None,
         }
     }
 

@@ -48,6 +48,12 @@ pub struct Subnet {
     /// anywhere in the subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<IpNet>,
+    /// First and last address automatic leases may take (CNI's
+    /// rangeStart/rangeEnd), narrowing `ip_range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<IpAddr>,
 }
 
 /// How a container is networked: the seeds' four archetypes.

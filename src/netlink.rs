@@ -239,6 +239,28 @@ impl Rtnl {
         )))
     }
 
+    /// The addresses on link `index`.
+    pub fn addresses(&mut self, index: u32) -> io::Result<Vec<ipnet::IpNet>> {
+        let mut out = Vec::new();
+        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        for reply in self.request(msg, NLM_F_DUMP)? {
+            let RouteNetlinkMessage::NewAddress(a) = reply else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    if let Ok(net) = ipnet::IpNet::new(*ip, a.header.prefix_len) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds a default route via `gateway`.
     pub fn add_default_route(&mut self, gateway: IpAddr) -> io::Result<()> {
         let msg = match gateway {

@@ -197,6 +197,28 @@ impl Db<'_> {
         .collect()
     }
 
+    /// Addresses one owner holds on a network (or IPAM pool).
+    pub fn leases_of(&self, network: &str, owner: &str) -> Result<Vec<IpAddr>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT ip FROM leases WHERE network = ?1 AND container = ?2")?;
+        let rows = stmt.query_map([network, owner], |r| r.get::<_, String>(0))?;
+        rows.map(|ip| {
+            ip?.parse()
+                .map_err(|_| Error::Store("corrupt lease address".into()))
+        })
+        .collect()
+    }
+
+    /// Everyone holding a lease on a network (or IPAM pool).
+    pub fn lease_owners(&self, network: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT DISTINCT container FROM leases WHERE network = ?1")?;
+        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn add_lease(&self, network: &str, ip: IpAddr, container: &str) -> Result<()> {
         self.0.execute(
             "INSERT INTO leases (network, ip, container) VALUES (?1, ?2, ?3)",

@@ -65,6 +65,36 @@ enum Command {
     Gc(container::GcArgs),
     /// Recreate rete's nftables table from the store
     FirewallReload,
+    /// Install rete as a CNI plugin (types `rete` and `rete-ipam`)
+    #[command(subcommand)]
+    Cni(CniCommand),
+}
+
+#[derive(Subcommand)]
+enum CniCommand {
+    /// Copy this binary into the CNI plugin directory as `rete`, with
+    /// `rete-ipam` linked to it
+    Install {
+        #[arg(long, default_value = "/opt/cni/bin")]
+        dir: PathBuf,
+    },
+}
+
+/// Copies the running binary to DIR/rete (through a temporary file and a
+/// rename, so a runtime never executes a half-written plugin) and links
+/// DIR/rete-ipam to it.
+fn install_cni(dir: &std::path::Path) -> rete::Result<i32> {
+    let io = |what: &str, e: std::io::Error| Error::Store(format!("{what}: {e}"));
+    let exe = std::env::current_exe().map_err(|e| io("find own binary", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+    let tmp = dir.join(".rete.tmp");
+    std::fs::copy(&exe, &tmp).map_err(|e| io("copy", e))?;
+    std::fs::rename(&tmp, dir.join("rete")).map_err(|e| io("rename", e))?;
+    let link = dir.join("rete-ipam");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("rete", &link).map_err(|e| io("link rete-ipam", e))?;
+    println!("{}", dir.join("rete").display());
+    Ok(0)
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -92,6 +122,7 @@ pub fn main() -> i32 {
         Command::Tap(c) => tap::run(&mut engine, c),
         Command::Gc(a) => container::gc(&mut engine, a),
         Command::FirewallReload => engine.reload_firewall().map(|_| 0),
+        Command::Cni(CniCommand::Install { dir }) => install_cni(&dir),
     });
     match result {
         Ok(code) => code,
@@ -108,7 +139,7 @@ fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Invalid(_) => 2,
         Error::NotFound(_) => 3,
-        Error::Conflict(_) | Error::InUse(_) => 4,
+        Error::Conflict(_) | Error::InUse(_) | Error::InterfaceExists(_) => 4,
         Error::Exhausted(_) => 5,
         _ => 1,
     }

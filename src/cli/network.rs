@@ -158,6 +158,8 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
                 subnet,
                 gateway: None,
                 ip_range: None,
+                range_start: None,
+                range_end: None,
             })
         })
         .collect::<Result<_, String>>()

@@ -155,7 +155,7 @@ pub(super) fn plumb(
     })
     .map_err(|e| {
         if e.raw_os_error() == Some(libc::EEXIST) {
-            Error::Conflict(format!(
+            Error::InterfaceExists(format!(
                 "an interface named {} already exists in the namespace of {container}; choose another interface name",
                 ep.ifname
             ))

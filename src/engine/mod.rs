@@ -12,6 +12,7 @@ mod exec;
 mod gc;
 mod kernel;
 mod network;
+mod pool;
 mod publish;
 mod runtime;
 mod tap;
@@ -19,6 +20,7 @@ mod tap;
 pub use container::{ContainerRequest, NetworkChoice};
 pub use gc::GcReport;
 pub use network::{NetworkRequest, SubnetRequest, DEFAULT_NETWORK};
+pub use pool::PoolLease;
 pub use runtime::AttachRequest;
 
 use crate::config::Paths;

@@ -37,6 +37,8 @@ pub struct SubnetRequest {
     pub subnet: IpNet,
     pub gateway: Option<IpAddr>,
     pub ip_range: Option<IpNet>,
+    pub range_start: Option<IpAddr>,
+    pub range_end: Option<IpAddr>,
 }
 
 pub(super) fn get(db: &Db, name: &str) -> Result<Network> {
@@ -187,6 +189,8 @@ pub(super) fn create(
             subnet,
             gateway: ipam::first_host(&subnet),
             ip_range: None,
+            range_start: None,
+            range_end: None,
         }]
     } else {
         let mut out: Vec<Subnet> = Vec::new();
@@ -213,6 +217,8 @@ pub(super) fn create(
                 subnet: s.subnet,
                 gateway: s.gateway.unwrap_or_else(|| ipam::first_host(&s.subnet)),
                 ip_range: s.ip_range,
+                range_start: s.range_start,
+                range_end: s.range_end,
             };
             ipam::check_subnet(&subnet).map_err(Error::Invalid)?;
             out.push(subnet);

@@ -69,6 +69,91 @@ impl Engine {
         self.transact(|db, kernel, journal| detach_one(db, kernel, journal, container, ifname))
     }
 
+    /// Verifies an attachment against the kernel: the host end of its veth
+    /// on the network's bridge, the interface inside with its addresses.
+    pub fn check_attachment(&mut self, container: &str, ifname: &str) -> Result<Endpoint> {
+        let c = self.container(container)?;
+        let ep = c
+            .endpoints
+            .iter()
+            .find(|e| e.ifname == ifname)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "container \"{container}\" has no attachment {ifname}"
+                ))
+            })?;
+        let net = self.network(&ep.network)?;
+        let missing =
+            |what: String| Error::kernel(what, std::io::Error::from_raw_os_error(libc::ENODEV));
+        let host = self.kernel.host()?;
+        let bridge = host
+            .link(&net.bridge)
+            .map_err(|e| Error::kernel("list links", e))?
+            .ok_or_else(|| {
+                missing(format!(
+                    "bridge {} of network \"{}\" is missing",
+                    net.bridge, net.name
+                ))
+            })?;
+        let veth = host
+            .link(&ep.host_ifname)
+            .map_err(|e| Error::kernel("list links", e))?
+            .ok_or_else(|| missing(format!("veth {} of {container} is missing", ep.host_ifname)))?;
+        if veth.controller != Some(bridge.index) {
+            return Err(missing(format!(
+                "veth {} of {container} is not a port of bridge {}",
+                ep.host_ifname, net.bridge
+            )));
+        }
+        let path = c.netns.clone().unwrap_or_default();
+        let ns = open_ns(&path)?;
+        let mut inner =
+            Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in the namespace", e))?;
+        let link = inner
+            .link(ifname)
+            .map_err(|e| Error::kernel("list links", e))?
+            .ok_or_else(|| missing(format!("{ifname} is missing from {}", path.display())))?;
+        let have = inner
+            .addresses(link.index)
+            .map_err(|e| Error::kernel("list addresses", e))?;
+        for a in &ep.addresses {
+            if !have.contains(a) {
+                return Err(missing(format!(
+                    "{ifname} of {container} lacks its address {a}"
+                )));
+            }
+        }
+        Ok(ep)
+    }
+
+    /// The attachments (container, interface) on a network of containers
+    /// carrying `label`.
+    pub fn attachments(&self, network: &str, label: (&str, &str)) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.labels.get(label.0).map(String::as_str) == Some(label.1))
+            .flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .filter(|e| e.network == network)
+                    .map(|e| (c.name.clone(), e.ifname.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    /// Whether every subnet of the network has a free address.
+    pub fn network_has_room(&self, network: &str) -> Result<bool> {
+        let net = self.network(network)?;
+        let used = self.store.read().leases(network)?;
+        Ok(net
+            .subnets
+            .iter()
+            .all(|s| crate::ipam::allocate(s, &used).is_some()))
+    }
+
     /// Removes every attachment of a container.
     pub fn detach_all(&mut self, container: &str) -> Result<()> {
         self.transact(|db, kernel, journal| {
@@ -100,7 +185,10 @@ fn attach_one(
                 return Err(Error::Conflict(format!(
                     "container \"{}\" is attached in another namespace ({}); detach it first",
                     c.name,
-                    c.netns.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                    c.netns
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 )));
             }
             if let Some(ep) = c.endpoints.iter().find(|e| e.ifname == req.ifname) {
@@ -142,7 +230,9 @@ fn attach_one(
     let mut inner =
         Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in the namespace", e))?;
     if c.endpoints.is_empty() {
-        inner.set_up(1).map_err(|e| Error::kernel("bring up lo", e))?;
+        inner
+            .set_up(1)
+            .map_err(|e| Error::kernel("bring up lo", e))?;
     }
     let ip4 = req.ips.iter().copied().find(IpAddr::is_ipv4);
     let ip6 = req.ips.iter().copied().find(IpAddr::is_ipv6);
@@ -153,7 +243,15 @@ fn attach_one(
         ip6,
         mac: req.mac,
     };
-    let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, endpoint, Routed::of(&c, None))?;
+    let ep = attach(
+        db,
+        kernel,
+        journal,
+        (&ns, &mut inner),
+        &c.name,
+        endpoint,
+        Routed::of(&c, None),
+    )?;
     for ip in &req.ips {
         if !ep.addresses.iter().any(|a| a.addr() == *ip) {
             return Err(Error::Invalid(format!(
