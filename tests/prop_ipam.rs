@@ -76,6 +76,8 @@ fn subnet() -> impl Strategy<Value = Subnet> {
                 subnet: net,
                 gateway,
                 ip_range,
+                range_start: None,
+                range_end: None,
             }
         })
 }
@@ -184,6 +186,8 @@ fn allocation_in_a_large_ipv6_subnet_is_bounded() {
         subnet: net,
         gateway: ipam::first_host(&net),
         ip_range: None,
+        range_start: None,
+        range_end: None,
     };
     let mut used = BTreeSet::new();
     for i in 2..1002u128 {
