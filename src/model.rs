@@ -26,6 +26,10 @@ pub struct Network {
     /// Traffic leaving the host is masqueraded (unless internal).
     #[serde(default = "yes")]
     pub masquerade: bool,
+    /// Containers on this network find each other by name through rete's
+    /// resolver, served on the gateway addresses.
+    #[serde(default = "yes")]
+    pub dns: bool,
     pub mtu: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -123,6 +127,9 @@ pub struct Endpoint {
     /// Addresses with their subnet's prefix length.
     pub addresses: Vec<IpNet>,
     pub gateways: Vec<IpAddr>,
+    /// Further names the container answers to on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// Transport protocols that can be published.

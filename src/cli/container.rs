@@ -32,6 +32,9 @@ pub struct ContainerFlags {
     publish: Vec<PortSpec>,
     #[arg(long)]
     hostname: Option<String>,
+    /// Another name the container answers to on its networks, repeatable
+    #[arg(long = "network-alias")]
+    aliases: Vec<String>,
     #[arg(long)]
     label: Vec<String>,
     /// Attach this existing network namespace instead of creating one
@@ -117,6 +120,7 @@ fn request(name: String, f: ContainerFlags) -> Result<ContainerRequest> {
         hostname: f.hostname,
         labels: key_values(&f.label, "label")?,
         netns: f.netns,
+        aliases: f.aliases,
     })
 }
 

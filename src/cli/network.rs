@@ -38,6 +38,9 @@ pub enum NetworkCommand {
         container: String,
         #[arg(long)]
         ip: Option<IpAddr>,
+        /// Another name the container answers to on this network
+        #[arg(long)]
+        alias: Vec<String>,
     },
     /// Detach a container from a network
     Disconnect { network: String, container: String },
@@ -65,9 +68,12 @@ pub struct CreateArgs {
     bridge: Option<String>,
     #[arg(long)]
     label: Vec<String>,
-    /// Driver options: isolate=true|false
+    /// Driver options: isolate=true|false, masquerade=true|false
     #[arg(long, short = 'o')]
     opt: Vec<String>,
+    /// No name resolution for containers on this network
+    #[arg(long)]
+    disable_dns: bool,
 }
 
 #[derive(Args)]
@@ -137,8 +143,9 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<i32> {
             network,
             container,
             ip,
+            alias,
         } => {
-            engine.connect(&network, &container, ip)?;
+            engine.connect(&network, &container, ip, alias)?;
         }
         NetworkCommand::Disconnect { network, container } => {
             engine.disconnect(&network, &container)?;
@@ -204,5 +211,6 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
         bridge: a.bridge,
         labels: key_values(&a.label, "label")?,
         options: key_values(&a.opt, "option")?,
+        disable_dns: a.disable_dns,
     })
 }

@@ -147,6 +147,7 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
             ips: requested_ips(&conf, env)?,
             mac: requested_mac(&conf, env)?,
             ports: port_specs(&conf)?,
+            aliases: Vec::new(),
             labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         })
         .map_err(engine_error)?;
@@ -246,6 +247,8 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         bridge: conf.bridge.clone(),
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         options,
+        // The runtime handles name resolution for CNI networks.
+        disable_dns: true,
     })
 }
 

@@ -60,6 +60,8 @@ pub struct ContainerRequest {
     pub labels: BTreeMap<String, String>,
     /// An existing namespace to attach (a runtime's) instead of a new one.
     pub netns: Option<PathBuf>,
+    /// Further names the container answers to on its networks.
+    pub aliases: Vec<String>,
 }
 
 pub(super) fn get(db: &Db, name: &str) -> Result<Container> {
@@ -86,6 +88,7 @@ impl Engine {
         network: &str,
         container: &str,
         ip: Option<IpAddr>,
+        aliases: Vec<String>,
     ) -> Result<Container> {
         self.transact(|db, kernel, journal| {
             let mut c = get(db, container)?;
@@ -113,7 +116,7 @@ impl Engine {
                 _ => (ip, None),
             };
             let routed = Routed::of(&c, None);
-            let req = EndpointRequest { net: &net, ifname, ip4, ip6, mac: None };
+            let req = EndpointRequest { net: &net, ifname, ip4, ip6, mac: None, aliases };
             let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
             let before = publish::elements(&c);
             c.endpoints.push(ep);
@@ -226,6 +229,7 @@ fn create(
                     ip4,
                     ip6,
                     mac,
+                    aliases: req.aliases.clone(),
                 };
                 let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
                 routed = routed.with(&ep);

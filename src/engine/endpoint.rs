@@ -54,6 +54,7 @@ pub(super) struct EndpointRequest<'a> {
     pub ip4: Option<IpAddr>,
     pub ip6: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
+    pub aliases: Vec<String>,
 }
 
 /// Attaches the container to one network: leases addresses, then plumbs.
@@ -75,6 +76,7 @@ pub(super) fn attach(
         mac: mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
         addresses,
         gateways: Vec::new(),
+        aliases: req.aliases,
     };
     plumb(
         kernel, journal, sandbox, container, req.net, &mut ep, routed,

@@ -30,6 +30,8 @@ pub struct NetworkRequest {
     pub bridge: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// No name resolution on this network.
+    pub disable_dns: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +236,7 @@ pub(super) fn create(
         internal: req.internal,
         isolate,
         masquerade,
+        dns: !req.disable_dns,
         mtu: req.mtu,
         labels: req.labels,
         options: req.options,

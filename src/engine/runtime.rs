@@ -34,6 +34,8 @@ pub struct AttachRequest {
     pub ips: Vec<IpAddr>,
     pub mac: Option<[u8; 6]>,
     pub ports: Vec<PortSpec>,
+    /// Further names the container answers to on this network.
+    pub aliases: Vec<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -242,6 +244,7 @@ fn attach_one(
         ip4,
         ip6,
         mac: req.mac,
+        aliases: req.aliases.clone(),
     };
     let ep = attach(
         db,
