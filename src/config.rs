@@ -9,16 +9,20 @@ pub struct Paths {
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
     pub netns_dir: PathBuf,
+    /// Per-container resolv.conf and hosts, where `ip netns exec` looks.
+    pub etc_dir: PathBuf,
 }
 
 impl Paths {
-    /// Defaults, overridden by RETE_STATE_DIR, RETE_RUN_DIR and RETE_NETNS_DIR.
+    /// Defaults, overridden by RETE_STATE_DIR, RETE_RUN_DIR, RETE_NETNS_DIR and
+    /// RETE_NETNS_ETC_DIR.
     pub fn from_env() -> Self {
         let var = |k: &str, d: &str| PathBuf::from(std::env::var_os(k).unwrap_or_else(|| d.into()));
         Paths {
             state_dir: var("RETE_STATE_DIR", "/var/lib/rete"),
             run_dir: var("RETE_RUN_DIR", "/run/rete"),
             netns_dir: var("RETE_NETNS_DIR", "/run/netns"),
+            etc_dir: var("RETE_NETNS_ETC_DIR", "/etc/netns"),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Podman backend are thin frontends over it.
 
 pub mod config;
+pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod firewall;
@@ -17,6 +18,7 @@ pub mod netns;
 pub mod portspec;
 pub mod store;
 pub mod sysctl;
+pub mod tc;
 
 pub use config::Paths;
 pub use engine::Engine;

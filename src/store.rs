@@ -108,6 +108,14 @@ impl Store {
         }
     }
 
+    /// A number that changes whenever another connection commits: how the
+    /// resolver notices that records changed.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// Read access without a transaction (WAL gives a consistent snapshot per
     /// statement).
     pub fn read(&self) -> Db<'_> {

@@ -68,6 +68,23 @@ enum Command {
     /// Install rete as a CNI plugin (types `rete` and `rete-ipam`)
     #[command(subcommand)]
     Cni(CniCommand),
+    /// The name resolver (started by rete on demand)
+    #[command(subcommand, hide = true)]
+    Dns(DnsCommand),
+}
+
+#[derive(Subcommand)]
+enum DnsCommand {
+    /// Serve names until no DNS-enabled network remains
+    Serve,
+}
+
+/// Runs the resolver unless one already runs for this run dir.
+fn serve_dns(engine: &Engine) -> rete::Result<i32> {
+    match rete::dns::service::claim(&engine.paths().run_dir)? {
+        Some(lock) => rete::dns::server::serve(engine.paths(), lock).map(|_| 0),
+        None => Ok(0),
+    }
 }
 
 #[derive(Subcommand)]
@@ -123,6 +140,7 @@ pub fn main() -> i32 {
         Command::Gc(a) => container::gc(&mut engine, a),
         Command::FirewallReload => engine.reload_firewall().map(|_| 0),
         Command::Cni(CniCommand::Install { dir }) => install_cni(&dir),
+        Command::Dns(DnsCommand::Serve) => serve_dns(&engine),
     });
     match result {
         Ok(code) => code,

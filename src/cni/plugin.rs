@@ -159,7 +159,7 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
             .find(|s| s.subnet.contains(&ip))
             .map(|s| s.gateway.to_string())
     };
-    let mut result = CniResult {
+    let result = CniResult {
         interfaces: vec![
             Interface {
                 name: net.bridge.clone(),
@@ -197,11 +197,15 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
                 gw: Some(g.to_string()),
             })
             .collect(),
-        dns: dns(&conf),
+        dns: dns(&conf).map(|mut d| {
+            // rete's resolver answers on the gateways of DNS-enabled networks.
+            if net.dns && d.nameservers.is_empty() {
+                d.nameservers = net.subnets.iter().map(|s| s.gateway.to_string()).collect();
+                d.search = vec![rete::dns::zone::DOMAINS[0].to_string()];
+            }
+            d
+        }),
     };
-    if result.routes.is_empty() {
-        result.routes = Vec::new();
-    }
     let out = result.to_json(version);
     match &conf.prev_result {
         Some(prev) => wire::merge(prev, out, version).map_err(|m| CniError::new(code::DECODE, m)),
@@ -247,8 +251,7 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         bridge: conf.bridge.clone(),
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         options,
-        // The runtime handles name resolution for CNI networks.
-        disable_dns: true,
+        disable_dns: conf.disable_dns.unwrap_or(false),
     })
 }
 

@@ -25,6 +25,8 @@ pub struct NetConf {
     pub isolate: Option<bool>,
     /// rete: no route out and no masquerade.
     pub internal: Option<bool>,
+    /// rete: no name resolution by rete's resolver on this network.
+    pub disable_dns: Option<bool>,
     pub ipam: Option<IpamConf>,
     pub dns: Option<Dns>,
     #[serde(default)]

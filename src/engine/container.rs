@@ -72,14 +72,19 @@ pub(super) fn get(db: &Db, name: &str) -> Result<Container> {
 impl Engine {
     /// Creates a container: its namespace, endpoints and published ports.
     pub fn create_container(&mut self, req: ContainerRequest) -> Result<Container> {
-        self.transact(|db, kernel, journal| create(db, kernel, journal, req))
+        let c = self.transact(|db, kernel, journal| create(db, kernel, journal, req))?;
+        self.refresh_etc_files(&c);
+        self.start_resolver_if_needed();
+        Ok(c)
     }
 
     /// Removes a container and everything rete made for it, ending the
     /// processes rete started in it. Removing one that does not exist is not
     /// an error (returns false).
     pub fn remove_container(&mut self, name: &str) -> Result<bool> {
-        self.transact(|db, kernel, _| remove(db, kernel, name))
+        let removed = self.transact(|db, kernel, _| remove(db, kernel, name))?;
+        super::etc_files::remove(&self.paths().etc_dir, name);
+        Ok(removed)
     }
 
     /// Attaches a container to one more network.
@@ -124,11 +129,18 @@ impl Engine {
             db.put_container(&c)?;
             Ok(c)
         })
+        .inspect(|c| {
+            self.refresh_etc_files(c);
+            self.start_resolver_if_needed();
+        })
     }
 
     /// Detaches a container from a network.
     pub fn disconnect(&mut self, network: &str, container: &str) -> Result<Container> {
-        self.transact(|db, kernel, journal| detach(db, kernel, journal, container, network))
+        let c =
+            self.transact(|db, kernel, journal| detach(db, kernel, journal, container, network))?;
+        self.refresh_etc_files(&c);
+        Ok(c)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Running commands inside a container, and ending the ones rete started.
 
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,13 +34,50 @@ impl Engine {
             None => None,
         };
         let hostname = c.hostname.clone();
+        // The container's resolv.conf and hosts go over /etc's in a mount
+        // namespace of the command's own, as `ip netns exec` does.
+        let etc = self.paths().etc_dir.join(&c.name);
+        let binds: Vec<(CString, CString)> = ["resolv.conf", "hosts"]
+            .iter()
+            .filter(|f| etc.join(f).exists())
+            .filter_map(|f| {
+                Some((
+                    CString::new(etc.join(f).as_os_str().as_bytes()).ok()?,
+                    CString::new(format!("/etc/{f}")).ok()?,
+                ))
+            })
+            .collect();
         // SAFETY: the closure only makes async-signal-safe system calls
-        // (setns, unshare, sethostname) between fork and exec.
+        // (setns, unshare, mount, sethostname) between fork and exec, on
+        // strings prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(ns) = &ns {
                     if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if !binds.is_empty() {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_SLAVE | libc::MS_REC,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for (src, dst) in &binds {
+                        // A missing /etc file is not worth failing the command.
+                        libc::mount(
+                            src.as_ptr(),
+                            dst.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        );
                     }
                 }
                 if let Some(h) = &hostname {

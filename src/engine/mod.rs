@@ -8,6 +8,7 @@
 
 mod container;
 mod endpoint;
+mod etc_files;
 mod exec;
 mod gc;
 mod kernel;
@@ -61,6 +62,33 @@ impl Engine {
         }
         journal.finish();
         result
+    }
+
+    /// After a change that may have added a DNS-enabled network or records:
+    /// make sure the resolver runs. A resolver that cannot start does not
+    /// undo the change; it is reported.
+    fn start_resolver_if_needed(&self) {
+        let wanted = self
+            .store
+            .read()
+            .networks()
+            .map(|ns| ns.iter().any(|n| n.dns))
+            .unwrap_or(false);
+        if wanted {
+            if let Err(e) = crate::dns::ensure_running(self.paths()) {
+                eprintln!("rete: warning: {e}; names will not resolve until it starts");
+            }
+        }
+    }
+
+    /// Refreshes the resolv.conf and hosts of a container rete made.
+    fn refresh_etc_files(&self, c: &Container) {
+        if c.owns_netns {
+            let networks = self.networks().unwrap_or_default();
+            if let Err(e) = etc_files::write(&self.paths().etc_dir, c, &networks) {
+                eprintln!("rete: warning: {e}");
+            }
+        }
     }
 
     pub fn networks(&self) -> Result<Vec<Network>> {

@@ -55,7 +55,9 @@ impl Engine {
     /// Creates a network: its bridge with the gateway addresses, forwarding,
     /// and its firewall elements.
     pub fn create_network(&mut self, req: NetworkRequest) -> Result<Network> {
-        self.transact(|db, kernel, journal| create(db, kernel, journal, req))
+        let net = self.transact(|db, kernel, journal| create(db, kernel, journal, req))?;
+        self.start_resolver_if_needed();
+        Ok(net)
     }
 
     /// Removes networks; refused while containers are attached unless

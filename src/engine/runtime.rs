@@ -52,16 +52,20 @@ impl Engine {
     /// attachment that exists (same container, network and interface) returns
     /// it unchanged.
     pub fn attach(&mut self, req: AttachRequest) -> Result<(Container, Endpoint)> {
-        self.transact(|db, kernel, journal| attach_one(db, kernel, journal, req))
+        let done = self.transact(|db, kernel, journal| attach_one(db, kernel, journal, req))?;
+        self.start_resolver_if_needed();
+        Ok(done)
     }
 
     /// Attaches to several networks at once, all or nothing.
     pub fn attach_all(&mut self, reqs: Vec<AttachRequest>) -> Result<Vec<(Container, Endpoint)>> {
-        self.transact(|db, kernel, journal| {
+        let done = self.transact(|db, kernel, journal| {
             reqs.into_iter()
                 .map(|r| attach_one(db, kernel, journal, r))
                 .collect()
-        })
+        })?;
+        self.start_resolver_if_needed();
+        Ok(done)
     }
 
     /// Removes the attachment `ifname` of a container; the container record

@@ -35,22 +35,25 @@ impl Firewall {
         Firewall::default()
     }
 
-    /// Creates the table with its chains, sets and maps if it is missing.
-    /// Returns true when it had to create it (its elements are then empty).
+    /// Creates the table with its chains, sets and maps if it is missing or
+    /// of an older layout (which is replaced whole). Returns true when it had
+    /// to create it: its elements are then empty, for the caller to refill
+    /// from the store.
     pub fn ensure_table(&mut self) -> Result<bool> {
         if nft_cmd::run(ruleset::PROBE).is_ok() {
             return Ok(false);
         }
+        let _ = nft_cmd::run("delete table inet rete\n");
         nft_cmd::run(ruleset::TABLE)?;
         Ok(true)
     }
 
     /// Removes the table and everything in it.
     pub fn drop_table(&mut self) -> Result<()> {
-        if nft_cmd::run(ruleset::PROBE).is_err() {
-            return Ok(());
+        match nft_cmd::run("delete table inet rete\n") {
+            Err(Error::Firewall(m)) if m.contains("No such file") => Ok(()),
+            other => other.map(drop),
         }
-        nft_cmd::run("delete table inet rete\n").map(drop)
     }
 
     /// Adds elements in one transaction. If the table is missing (someone

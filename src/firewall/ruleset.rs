@@ -68,8 +68,10 @@ pub const TABLE: &str = r#"table inet rete {
 }
 "#;
 
-/// A cheap command that fails when the table is missing or incomplete.
-pub const PROBE: &str = "list chain inet rete forward";
+/// A cheap command that fails when the table is missing or older than
+/// [`TABLE`]: it names the object added last to the layout (update it when
+/// the layout grows).
+pub const PROBE: &str = "list set inet rete intra";
 
 const SETS: [&str; 12] = [
     "bridges", "isolated", "internal", "intra", "masq4", "masq6", "subnets4", "subnets6", "pub4",

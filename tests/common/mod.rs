@@ -99,7 +99,9 @@ impl Lab {
         cmd.args(args)
             .env("RETE_STATE_DIR", self.state_dir())
             .env("RETE_RUN_DIR", self.dir.join("run"))
-            .env("RETE_NETNS_DIR", self.netns_dir());
+            .env("RETE_NETNS_DIR", self.netns_dir())
+            .env("RETE_NETNS_ETC_DIR", self.dir.join("etc"))
+            .env("RETE_RESOLV_CONF", self.dir.join("upstream-resolv.conf"));
         enter_on_exec(&mut cmd, &self.host);
         cmd
     }
@@ -191,8 +193,21 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // End anything rete started in the lab, then unpin every namespace;
-        // devices and nftables state vanish with their namespaces.
+        // End the lab's name resolver (it also ends by itself once the
+        // state dir is gone), then unpin every namespace; devices and
+        // nftables state vanish with their namespaces.
+        for pidfile in [
+            self.dir.join("run/dns.pid"),
+            self.dir.join("cni-run/dns.pid"),
+        ] {
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         if let Ok(dir) = std::fs::read_dir(self.netns_dir()) {
             for e in dir.flatten() {
                 let _ = rete::netns::remove(&e.path());
