@@ -1,0 +1,732 @@
+//! Attach/detach latency of rete against its peers, side by side in one run.
+//!
+//! attach = one container: a veth pair (host end on the network's bridge),
+//! an address, a default route, masquerading and one published TCP port,
+//! done by whole processes; detach = its removal. Each peer works in a host
+//! namespace of its own; every container namespace is created beforehand
+//! (not timed) the same way for every peer. Containers 1..=N are attached one
+//! after another, the peers interleaved (the order rotates with each
+//! container so none always goes first), then detached in the same order.
+//!
+//! Peers:
+//! - rete:     `rete create cI --network bench -p (10000+I):80 --netns PATH` / `rete rm cI`
+//! - netavark: `netavark --config DIR --rootless false setup PATH` (Podman's JSON on
+//!   stdin, NETAVARK_FW=iptables) / `... teardown PATH`
+//! - cni:      `bridge` (host-local IPAM, ipMasq) then `portmap` (prevResult = the
+//!   bridge result), CNI 0.4.0 / DEL in reverse order
+//! - floor:    `ip -batch -` in the host namespace (veth into the container, on
+//!   the bridge, up) + `ip -batch -` in the container (address, links up,
+//!   default route) / one `ip link del`. No NAT, no published port: a floor.
+//!
+//! Run as root: `bench/run.sh` or
+//! `cargo build --release --bin rete --example bench_attach && target/release/examples/bench_attach --n 1000`.
+
+#[path = "lab.rs"]
+mod lab;
+
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lab::{cmd_in, ip_batch, median, ms, run, timed, Lab, Ns, Res};
+
+#[derive(Parser)]
+#[command(about = "Attach/detach latency: rete vs netavark vs CNI plugins vs a bare `ip` floor")]
+struct Args {
+    /// Containers attached one after another per peer
+    #[arg(long, default_value_t = 100)]
+    n: usize,
+    /// Peers to run, comma separated
+    #[arg(long, default_value = "rete,netavark,cni,floor", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// How many of the first and of the last samples make the growth medians
+    #[arg(long, default_value_t = 20)]
+    window: usize,
+    #[arg(long)]
+    rete: Option<PathBuf>,
+    #[arg(long, default_value = "/usr/lib/podman/netavark")]
+    netavark: PathBuf,
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_path: PathBuf,
+    /// Lab directory (default: a new one under the temp dir)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Leave name resolution on for rete's network (its default), to measure
+    /// what the resolver costs; the peers resolve no names
+    #[arg(long)]
+    rete_dns: bool,
+    /// Write every sample here as CSV: peer,op,i,ms
+    #[arg(long)]
+    csv: Option<PathBuf>,
+}
+
+/// The address of container `i` (1-based) in 10.200.0.0/16: 10.200.0.2 onwards.
+fn addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i as u32)
+}
+
+const SUBNET: &str = "10.200.0.0/16";
+const GATEWAY: &str = "10.200.0.1";
+
+trait Peer {
+    fn name(&self) -> &'static str;
+    fn host(&self) -> &Ns;
+    /// Attaches container `i` whose namespace is `cns`; returns the time taken.
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration>;
+    fn detach(&mut self, i: usize, cns: &Ns) -> Res<Duration>;
+    fn version(&self) -> String;
+    /// Untimed cleanup after every container was detached.
+    fn finish(&mut self) -> Res<()> {
+        Ok(())
+    }
+}
+
+// ---- rete ----
+
+struct Rete {
+    bin: PathBuf,
+    host: Ns,
+    dir: PathBuf,
+    /// Whether the network resolves names (a rete without --disable-dns).
+    dns: bool,
+}
+
+impl Rete {
+    fn new(lab: &Lab, bin: PathBuf, tag: &str, keep_dns: bool) -> Res<Self> {
+        let host = lab.netns(&format!("rb-rete-{tag}"))?;
+        ip_batch(&host, "link set lo up")?;
+        let mut r = Rete {
+            bin,
+            host,
+            dir: lab.subdir("rete")?,
+            dns: true,
+        };
+        // The peers resolve no names (netavark gets dns_enabled: false, the
+        // CNI chain has no DNS), so rete's network has no resolver either,
+        // where this rete has one.
+        let mut args = vec!["network", "create", "bench", "--subnet", SUBNET];
+        if !keep_dns
+            && r.run(&["network", "create", "--help"])?
+                .contains("--disable-dns")
+        {
+            args.push("--disable-dns");
+            r.dns = false;
+        }
+        r.run(&args)?;
+        Ok(r)
+    }
+
+    fn cmd(&self, h: &File, args: &[&str]) -> Command {
+        let mut cmd = cmd_in(h, self.bin.to_str().unwrap());
+        cmd.args(args)
+            .env("RETE_STATE_DIR", self.dir.join("state"))
+            .env("RETE_RUN_DIR", self.dir.join("run"))
+            .env("RETE_NETNS_DIR", self.dir.join("netns"));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Res<String> {
+        let h = self.host.open()?;
+        run(&mut self.cmd(&h, args), b"")
+    }
+}
+
+impl Peer for Rete {
+    fn name(&self) -> &'static str {
+        "rete"
+    }
+    fn host(&self) -> &Ns {
+        &self.host
+    }
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let (name, port) = (format!("c{i}"), format!("{}:80", 10000 + i));
+        let path = cns.path.to_str().unwrap();
+        let mut cmd = self.cmd(
+            &h,
+            &[
+                "create",
+                &name,
+                "--network",
+                "bench",
+                "-p",
+                &port,
+                "--netns",
+                path,
+            ],
+        );
+        timed(&mut cmd, b"").map(|r| r.0)
+    }
+    fn detach(&mut self, i: usize, _: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let mut cmd = self.cmd(&h, &["rm", &format!("c{i}")]);
+        timed(&mut cmd, b"").map(|r| r.0)
+    }
+    fn version(&self) -> String {
+        let v = self
+            .run(&["--version"])
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if self.dns {
+            v
+        } else {
+            format!("{v} (network created with --disable-dns)")
+        }
+    }
+    fn finish(&mut self) -> Res<()> {
+        // Removing the network also ends any helper rete started for it.
+        self.run(&["network", "rm", "bench"]).map(drop)
+    }
+}
+
+// ---- netavark ----
+
+struct Netavark {
+    bin: PathBuf,
+    host: Ns,
+    config: PathBuf,
+}
+
+impl Netavark {
+    fn new(lab: &Lab, bin: PathBuf, tag: &str) -> Res<Self> {
+        let host = lab.netns(&format!("rb-netavark-{tag}"))?;
+        ip_batch(&host, "link set lo up")?;
+        Ok(Netavark {
+            bin,
+            host,
+            config: lab.subdir("netavark")?,
+        })
+    }
+
+    /// Podman's input for container `i` on network "bench".
+    fn json(i: usize) -> String {
+        serde_json::json!({
+            "container_id": format!("{i:064x}"),
+            "container_name": format!("c{i}"),
+            "networks": {"bench": {"interface_name": "eth0", "static_ips": [addr(i).to_string()]}},
+            "network_info": {"bench": {
+                "name": "bench",
+                "id": "b".repeat(64),
+                "driver": "bridge",
+                "network_interface": "podman-bench",
+                "subnets": [{"subnet": SUBNET, "gateway": GATEWAY}],
+                "ipv6_enabled": false,
+                "internal": false,
+                "dns_enabled": false
+            }},
+            "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 10000 + i, "range": 1, "protocol": "tcp"}]
+        })
+        .to_string()
+    }
+
+    fn go(&self, verb: &str, i: usize, cns: &Ns) -> Res<Duration> {
+        let json = Self::json(i);
+        let h = self.host.open()?;
+        let mut cmd = cmd_in(&h, self.bin.to_str().unwrap());
+        cmd.env("NETAVARK_FW", "iptables")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--rootless", "false", verb])
+            .arg(&cns.path);
+        timed(&mut cmd, json.as_bytes()).map(|r| r.0)
+    }
+}
+
+impl Peer for Netavark {
+    fn name(&self) -> &'static str {
+        "netavark"
+    }
+    fn host(&self) -> &Ns {
+        &self.host
+    }
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        self.go("setup", i, cns)
+    }
+    fn detach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        self.go("teardown", i, cns)
+    }
+    fn version(&self) -> String {
+        Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+// ---- CNI reference plugins ----
+
+struct Cni {
+    path: PathBuf,
+    host: Ns,
+    bridge_conf: String,
+    /// The portmap config of each attached container (with its prevResult),
+    /// reused for DEL.
+    portmap_conf: Vec<Option<String>>,
+}
+
+impl Cni {
+    fn new(lab: &Lab, path: PathBuf, tag: &str) -> Res<Self> {
+        let host = lab.netns(&format!("rb-cni-{tag}"))?;
+        ip_batch(&host, "link set lo up")?;
+        let ipam = lab.subdir("cni-ipam")?;
+        let bridge_conf = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "bench",
+            "type": "bridge",
+            "bridge": "cni-bench",
+            "isGateway": true,
+            "ipMasq": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": ipam
+            }
+        })
+        .to_string();
+        Ok(Cni {
+            path,
+            host,
+            bridge_conf,
+            portmap_conf: Vec::new(),
+        })
+    }
+
+    fn plugin(&self, h: &File, plugin: &str, command: &str, i: usize, cns: &Ns) -> Command {
+        let mut cmd = cmd_in(h, self.path.join(plugin).to_str().unwrap());
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", format!("{i:064x}"))
+            .env("CNI_NETNS", &cns.path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &self.path);
+        cmd
+    }
+
+    fn portmap(i: usize, prev: serde_json::Value) -> String {
+        serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "bench",
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "snat": true,
+            "runtimeConfig": {"portMappings": [{"hostPort": 10000 + i, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev
+        })
+        .to_string()
+    }
+}
+
+impl Peer for Cni {
+    fn name(&self) -> &'static str {
+        "cni"
+    }
+    fn host(&self) -> &Ns {
+        &self.host
+    }
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let mut bridge = self.plugin(&h, "bridge", "ADD", i, cns);
+        let mut portmap = self.plugin(&h, "portmap", "ADD", i, cns);
+        let t0 = Instant::now();
+        let (_, result) = timed(&mut bridge, self.bridge_conf.as_bytes())?;
+        let prev: serde_json::Value =
+            serde_json::from_str(&result).map_err(|e| format!("bridge result: {e}: {result}"))?;
+        let conf = Self::portmap(i, prev);
+        timed(&mut portmap, conf.as_bytes())?;
+        let dt = t0.elapsed();
+        if self.portmap_conf.len() <= i {
+            self.portmap_conf.resize(i + 1, None);
+        }
+        self.portmap_conf[i] = Some(conf);
+        Ok(dt)
+    }
+    fn detach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let conf = self.portmap_conf[i].take().ok_or("detach before attach")?;
+        let mut portmap = self.plugin(&h, "portmap", "DEL", i, cns);
+        let mut bridge = self.plugin(&h, "bridge", "DEL", i, cns);
+        let t0 = Instant::now();
+        timed(&mut portmap, conf.as_bytes())?;
+        timed(&mut bridge, self.bridge_conf.as_bytes())?;
+        Ok(t0.elapsed())
+    }
+    fn version(&self) -> String {
+        let mut cmd = Command::new(self.path.join("bridge"));
+        cmd.env("CNI_COMMAND", "VERSION");
+        run(&mut cmd, b"")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+// ---- the floor: bare `ip` ----
+
+struct Floor {
+    host: Ns,
+}
+
+impl Floor {
+    fn new(lab: &Lab, tag: &str) -> Res<Self> {
+        let host = lab.netns(&format!("rb-floor-{tag}"))?;
+        ip_batch(
+            &host,
+            &format!(
+                "link set lo up\nlink add rbbr0 up type bridge\naddr add {GATEWAY}/16 dev rbbr0\n"
+            ),
+        )?;
+        Ok(Floor { host })
+    }
+}
+
+impl Peer for Floor {
+    fn name(&self) -> &'static str {
+        "floor"
+    }
+    fn host(&self) -> &Ns {
+        &self.host
+    }
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let c = cns.open()?;
+        let mut outer = cmd_in(&h, "ip");
+        outer.args(["-batch", "-"]);
+        let mut inner = cmd_in(&c, "ip");
+        inner.args(["-batch", "-"]);
+        let outer_script = format!(
+            "link add rbf{i} master rbbr0 up type veth peer name eth0 netns {}\n",
+            cns.path.display()
+        );
+        let inner_script = format!(
+            "link set lo up\nlink set eth0 up\naddr add {}/16 dev eth0\nroute add default via {GATEWAY}\n",
+            addr(i)
+        );
+        let t0 = Instant::now();
+        timed(&mut outer, outer_script.as_bytes())?;
+        timed(&mut inner, inner_script.as_bytes())?;
+        Ok(t0.elapsed())
+    }
+    fn detach(&mut self, i: usize, _: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let mut cmd = cmd_in(&h, "ip");
+        cmd.args(["link", "del", &format!("rbf{i}")]);
+        timed(&mut cmd, b"").map(|r| r.0)
+    }
+    fn version(&self) -> String {
+        Command::new("ip")
+            .arg("-V")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+// ---- the run ----
+
+/// veth devices in a namespace (each attached container has one host end).
+fn veths(ns: &Ns) -> Res<usize> {
+    let f = ns.open()?;
+    let mut cmd = cmd_in(&f, "ip");
+    cmd.args(["-o", "link", "show", "type", "veth"]);
+    Ok(run(&mut cmd, b"")?.lines().count())
+}
+
+/// The container's eth0 has its address and a default route.
+fn plumbed(cns: &Ns, i: usize) -> Res<()> {
+    let f = cns.open()?;
+    let mut cmd = cmd_in(&f, "ip");
+    cmd.args(["-4", "-o", "addr", "show", "dev", "eth0"]);
+    let a = run(&mut cmd, b"")?;
+    let mut cmd = cmd_in(&f, "ip");
+    cmd.args(["-4", "route", "show", "default"]);
+    let r = run(&mut cmd, b"")?;
+    if !a.contains(&format!("{}/16", addr(i))) || !r.contains(GATEWAY) {
+        return Err(format!("container {i} is not plumbed as expected: {a} {r}"));
+    }
+    Ok(())
+}
+
+struct Samples {
+    attach: Vec<f64>,
+    detach: Vec<f64>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = bench(args) {
+        eprintln!("bench_attach: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(args: Args) -> Res<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root (network namespaces)".into());
+    }
+    // A Linux bridge takes at most 1023 ports, and each peer's containers
+    // share one bridge.
+    if args.n == 0 || args.n > 1023 {
+        return Err("--n must be between 1 and 1023 (a bridge holds at most 1023 ports)".into());
+    }
+    let started = Instant::now();
+    let lab = Lab::new(args.dir.clone(), "attach")?;
+    let tag = std::process::id().to_string();
+    let mut peers: Vec<Box<dyn Peer>> = Vec::new();
+    for p in &args.peers {
+        peers.push(match p.as_str() {
+            "rete" => Box::new(Rete::new(
+                &lab,
+                args.rete.clone().unwrap_or_else(lab::default_rete),
+                &tag,
+                args.rete_dns,
+            )?),
+            "netavark" => Box::new(Netavark::new(&lab, args.netavark.clone(), &tag)?),
+            "cni" => Box::new(Cni::new(&lab, args.cni_path.clone(), &tag)?),
+            "floor" => Box::new(Floor::new(&lab, &tag)?),
+            other => return Err(format!("unknown peer {other}")),
+        });
+    }
+    let k = peers.len();
+    let mut samples: Vec<Samples> = (0..k)
+        .map(|_| Samples {
+            attach: Vec::with_capacity(args.n),
+            detach: Vec::with_capacity(args.n),
+        })
+        .collect();
+    let mut containers: Vec<Vec<Ns>> = (0..k).map(|_| Vec::with_capacity(args.n)).collect();
+
+    eprintln!("machine: {}", lab::machine());
+    eprintln!(
+        "attaching {} containers to each of: {}",
+        args.n,
+        args.peers.join(", ")
+    );
+    for i in 1..=args.n {
+        for j in 0..k {
+            let p = (i + j) % k;
+            let cns = lab.netns(&format!("{}-c{i}", peers[p].name()))?;
+            let dt = peers[p]
+                .attach(i, &cns)
+                .map_err(|e| format!("{} attach {i}: {e}", peers[p].name()))?;
+            samples[p].attach.push(ms(dt));
+            containers[p].push(cns);
+        }
+        if i % 100 == 0 || i == args.n {
+            progress("attach", i, &peers, &samples, |s| &s.attach, started);
+        }
+    }
+    // Untimed checks that every peer did its work.
+    for p in 0..k {
+        let n = veths(peers[p].host())?;
+        if n != args.n {
+            return Err(format!(
+                "{}: {n} veths in its host namespace after {} attaches",
+                peers[p].name(),
+                args.n
+            ));
+        }
+        for i in [1, args.n] {
+            plumbed(&containers[p][i - 1], i).map_err(|e| format!("{}: {e}", peers[p].name()))?;
+        }
+    }
+    for i in 1..=args.n {
+        for j in 0..k {
+            let p = (i + j) % k;
+            let dt = peers[p]
+                .detach(i, &containers[p][i - 1])
+                .map_err(|e| format!("{} detach {i}: {e}", peers[p].name()))?;
+            samples[p].detach.push(ms(dt));
+        }
+        if i % 100 == 0 || i == args.n {
+            progress("detach", i, &peers, &samples, |s| &s.detach, started);
+        }
+    }
+    for peer in peers.iter_mut() {
+        let n = veths(peer.host())?;
+        if n != 0 {
+            return Err(format!(
+                "{}: {n} veths left after detaching all",
+                peer.name()
+            ));
+        }
+        peer.finish()?;
+    }
+
+    if let Some(path) = &args.csv {
+        let mut f = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut out = String::from("peer,op,i,ms\n");
+        for p in 0..k {
+            for (op, v) in [
+                ("attach", &samples[p].attach),
+                ("detach", &samples[p].detach),
+            ] {
+                for (i, x) in v.iter().enumerate() {
+                    out.push_str(&format!("{},{op},{},{x:.3}\n", peers[p].name(), i + 1));
+                }
+            }
+        }
+        f.write_all(out.as_bytes()).map_err(|e| e.to_string())?;
+    }
+
+    report(&args, &peers, &samples, started.elapsed());
+    Ok(())
+}
+
+fn progress(
+    what: &str,
+    i: usize,
+    peers: &[Box<dyn Peer>],
+    samples: &[Samples],
+    f: impl Fn(&Samples) -> &Vec<f64>,
+    started: Instant,
+) {
+    let line: Vec<String> = peers
+        .iter()
+        .zip(samples)
+        .map(|(p, s)| {
+            let v = f(s);
+            let last = &v[v.len().saturating_sub(100)..];
+            format!("{} {:.2}", p.name(), median(last))
+        })
+        .collect();
+    eprintln!(
+        "[{:>6.1} s] {what} {i}: median ms of the last 100: {}",
+        started.elapsed().as_secs_f64(),
+        line.join(", ")
+    );
+}
+
+struct Row {
+    all: f64,
+    first: f64,
+    last: f64,
+}
+
+fn row(v: &[f64], w: usize) -> Row {
+    let w = w.min(v.len());
+    Row {
+        all: median(v),
+        first: median(&v[..w]),
+        last: median(&v[v.len() - w..]),
+    }
+}
+
+fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Duration) {
+    let w = args.window.min(args.n);
+    println!("## Attach/detach latency, N = {}", args.n);
+    println!();
+    println!("- machine: {}", lab::machine());
+    for p in peers {
+        println!("- {}: {}", p.name(), p.version());
+    }
+    println!("- run took {:.0} s", took.as_secs_f64());
+    println!();
+    println!("Medians in ms. Attach: all N, containers 1..{w}, containers {}..{}. Detach: all N, the first {w} detached (with {}..{} attached), the last {w} (with {w}..1 attached).", args.n - w + 1, args.n, args.n, args.n - w + 1);
+    println!();
+    println!("| peer | attach (all) | attach (first {w}) | attach (last {w}) | detach (all) | detach (first {w}) | detach (last {w}) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let rows: Vec<(Row, Row)> = samples
+        .iter()
+        .map(|s| (row(&s.attach, w), row(&s.detach, w)))
+        .collect();
+    for (p, (a, d)) in peers.iter().zip(&rows) {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            p.name(),
+            a.all,
+            a.first,
+            a.last,
+            d.all,
+            d.first,
+            d.last
+        );
+    }
+    let find = |n: &str| peers.iter().position(|p| p.name() == n);
+    let Some(r) = find("rete") else { return };
+    println!();
+    println!("Ratios of medians (rete / other; < 1 means rete is faster):");
+    println!();
+    println!("| rete / | attach (all) | attach (first {w}) | attach (last {w}) | detach (all) | detach (first {w}) | detach (last {w}) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for other in ["floor", "netavark", "cni"] {
+        let Some(o) = find(other) else { continue };
+        let (ra, rd) = &rows[r];
+        let (oa, od) = &rows[o];
+        println!(
+            "| {other} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ra.all / oa.all,
+            ra.first / oa.first,
+            ra.last / oa.last,
+            rd.all / od.all,
+            rd.first / od.first,
+            rd.last / od.last
+        );
+    }
+    println!();
+    if let Some(f) = find("floor") {
+        // Paired: container i of rete against container i of the floor,
+        // attached moments apart, so machine noise mostly cancels.
+        println!("Paired with the floor (container i against container i): median of rete - floor, and how often rete was faster:");
+        println!();
+        let w = w.max(args.n.min(100));
+        for (op, rv, fv) in [
+            ("attach", &samples[r].attach, &samples[f].attach),
+            ("detach", &samples[r].detach, &samples[f].detach),
+        ] {
+            let d: Vec<f64> = rv.iter().zip(fv).map(|(a, b)| a - b).collect();
+            let part = |lo: usize, hi: usize| {
+                let x = &d[lo..hi];
+                format!(
+                    "{:+.2} ms, faster in {}/{}",
+                    median(x),
+                    x.iter().filter(|v| **v < 0.0).count(),
+                    x.len()
+                )
+            };
+            println!(
+                "- {op}: all {}; first {w}: {}; last {w}: {}",
+                part(0, d.len()),
+                part(0, w),
+                part(d.len() - w, d.len())
+            );
+        }
+        println!();
+    }
+    let (ra, _) = &rows[r];
+    if let Some(f) = find("floor") {
+        let fa = &rows[f].0;
+        let met = ra.all <= fa.all;
+        println!(
+            "- target rete median attach <= floor's: {} ({:.2} ms vs {:.2} ms)",
+            if met { "met" } else { "NOT met" },
+            ra.all,
+            fa.all
+        );
+        let (r1, rn) = (ra.first / fa.first, ra.last / fa.last);
+        println!(
+            "- target rete/floor at the last {w} no worse than at the first {w}: {} ({rn:.2} vs {r1:.2})",
+            if rn <= r1 {
+                "met"
+            } else if rn <= r1 * 1.05 {
+                "NOT met, within 5%"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    if let Some(n) = find("netavark") {
+        let na = &rows[n].0;
+        let x = na.all / ra.all;
+        println!(
+            "- target rete >= 15x faster than netavark (attach, all): {} ({x:.1}x)",
+            if x >= 15.0 { "met" } else { "NOT met" }
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! TCP throughput through rete's data path, against a bare veth pair.
+//!
+//! Three cases, each an iperf3 test (one TCP stream, `-t SECONDS`), all in
+//! namespaces this program creates:
+//! 1. baseline: a bare veth pair between two fresh namespaces;
+//! 2. bridge: container -> container on one rete bridge network;
+//! 3. published: an iperf3 server in a container published with
+//!    `-p 5201:5201`, the client in an "outside" namespace joined to rete's
+//!    host namespace by a veth uplink, connecting to the host's uplink
+//!    address (DNAT on the way in, through the bridge).
+//!
+//! A fourth case, `routed`, is a diagnostic with no target: the client in
+//! the outside namespace reaches the server container's own address, routed
+//! by the host without NAT (the outside namespace has a route to the
+//! network's subnet via the uplink). Against `published` it separates the
+//! cost of DNAT from the cost of the extra hop.
+//!
+//! The cases are interleaved, run after run; the report gives the median of
+//! the runs in Gbit/s and its ratio to the baseline's median.
+//!
+//! Run as root: `bench/run.sh` or
+//! `cargo build --release --bin rete --example bench_throughput && target/release/examples/bench_throughput`.
+
+#[path = "lab.rs"]
+mod lab;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use clap::Parser;
+use lab::{cmd_in, ip_batch, median, run, Lab, Ns, Res};
+
+#[derive(Parser)]
+#[command(about = "TCP throughput: bare veth vs rete bridge vs rete published port")]
+struct Args {
+    /// Seconds per iperf3 test
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Runs per case
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    rete: Option<PathBuf>,
+    /// Lab directory (default: a new one under the temp dir)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const PORT: u16 = 5201;
+const UPLINK_HOST: &str = "192.0.2.1";
+const UPLINK_OUTSIDE: &str = "192.0.2.2";
+
+struct Case {
+    name: &'static str,
+    what: &'static str,
+    server: Ns,
+    client: Ns,
+    target: String,
+    gbits: Vec<f64>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = bench(args) {
+        eprintln!("bench_throughput: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(args: Args) -> Res<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root (network namespaces)".into());
+    }
+    if args.runs == 0 || args.runs > 20 || args.seconds == 0 || args.seconds > 60 {
+        return Err("--runs must be 1..=20 and --seconds 1..=60".into());
+    }
+    let mut lab = Lab::new(args.dir.clone(), "throughput")?;
+    let tag = std::process::id();
+
+    // 1. Two fresh namespaces and a veth pair.
+    let a = lab.netns(&format!("rb-tp-a-{tag}"))?;
+    let b = lab.netns(&format!("rb-tp-b-{tag}"))?;
+    ip_batch(
+        &a,
+        &format!(
+            "link set lo up\nlink add veth-a type veth peer name veth-b netns {}\n\
+             addr add 10.201.0.1/24 dev veth-a\nlink set veth-a up\n",
+            b.path.display()
+        ),
+    )?;
+    ip_batch(
+        &b,
+        "link set lo up\naddr add 10.201.0.2/24 dev veth-b\nlink set veth-b up\n",
+    )?;
+
+    // 2 and 3. rete's host namespace with an uplink to an outside namespace,
+    // a network, a server container publishing the iperf3 port, a client
+    // container.
+    let host = lab.netns(&format!("rb-tp-host-{tag}"))?;
+    let outside = lab.netns(&format!("rb-tp-outside-{tag}"))?;
+    ip_batch(
+        &host,
+        &format!(
+            "link set lo up\nlink add uplink type veth peer name wan netns {}\n\
+             addr add {UPLINK_HOST}/24 dev uplink\nlink set uplink up\n",
+            outside.path.display()
+        ),
+    )?;
+    ip_batch(
+        &outside,
+        &format!(
+            "link set lo up\naddr add {UPLINK_OUTSIDE}/24 dev wan\nlink set wan up\n\
+             route add 10.202.0.0/24 via {UPLINK_HOST}\n"
+        ),
+    )?;
+    let rete_dir = lab.subdir("rete")?;
+    let rete_bin = args.rete.clone().unwrap_or_else(lab::default_rete);
+    let rete_ns_dir = lab.dir.join("ns").join("rete");
+    let rete = |args: &[&str]| -> Res<String> {
+        let h = host.open()?;
+        let mut cmd = cmd_in(&h, rete_bin.to_str().unwrap());
+        cmd.args(args)
+            .env("RETE_STATE_DIR", rete_dir.join("state"))
+            .env("RETE_RUN_DIR", rete_dir.join("run"))
+            .env("RETE_NETNS_DIR", &rete_ns_dir);
+        run(&mut cmd, b"")
+    };
+    // No resolver: it is not on the data path, and would only add a
+    // background process to the measurement.
+    let mut create = vec!["network", "create", "tp", "--subnet", "10.202.0.0/24"];
+    if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
+        create.push("--disable-dns");
+    }
+    rete(&create)?;
+    rete(&[
+        "create",
+        "srv",
+        "--network",
+        "tp",
+        "-p",
+        &format!("{PORT}:{PORT}"),
+    ])?;
+    rete(&["create", "cli", "--network", "tp"])?;
+    let inspect: serde_json::Value = serde_json::from_str(&rete(&["inspect", "srv", "cli"])?)
+        .map_err(|e| format!("rete inspect: {e}"))?;
+    let ns_of = |i: usize| -> Res<Ns> {
+        let p = inspect[i]["netns"].as_str().ok_or("inspect: no netns")?;
+        Ok(Ns { path: p.into() })
+    };
+    let srv_ip = inspect[0]["endpoints"][0]["addresses"][0]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .ok_or("inspect: no address")?
+        .to_string();
+    let bridge_nf = {
+        let h = host.open()?;
+        let mut cmd = cmd_in(&h, "cat");
+        cmd.arg("/proc/sys/net/bridge/bridge-nf-call-iptables");
+        run(&mut cmd, b"").unwrap_or_else(|_| "absent".into())
+    };
+
+    let mut cases = vec![
+        Case {
+            name: "baseline",
+            what: "bare veth pair between two namespaces",
+            server: Ns {
+                path: b.path.clone(),
+            },
+            client: Ns {
+                path: a.path.clone(),
+            },
+            target: "10.201.0.2".into(),
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "bridge",
+            what: "container -> container on one rete network",
+            server: ns_of(0)?,
+            client: ns_of(1)?,
+            target: srv_ip.clone(),
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "routed",
+            what: "diagnostic, no target: outside -> container address, routed by the host without NAT",
+            server: ns_of(0)?,
+            client: Ns { path: outside.path.clone() },
+            target: srv_ip.clone(),
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "published",
+            what: "outside -> host uplink address -> published port -> container",
+            server: ns_of(0)?,
+            client: Ns {
+                path: outside.path.clone(),
+            },
+            target: UPLINK_HOST.into(),
+            gbits: Vec::new(),
+        },
+    ];
+
+    eprintln!("machine: {}", lab::machine());
+    for r in 1..=args.runs {
+        for c in &mut cases {
+            let g = iperf(&mut lab, &c.server, &c.client, &c.target, args.seconds)
+                .map_err(|e| format!("{} run {r}: {e}", c.name))?;
+            eprintln!("run {r} {}: {g:.2} Gbit/s", c.name);
+            c.gbits.push(g);
+        }
+    }
+    rete(&["rm", "srv", "cli"])?;
+    rete(&["network", "rm", "tp"])?;
+
+    let base = median(&cases[0].gbits);
+    println!(
+        "## TCP throughput (iperf3, 1 stream, {} s, {} runs)",
+        args.seconds, args.runs
+    );
+    println!();
+    println!("- machine: {}", lab::machine());
+    println!(
+        "- bridge-nf-call-iptables in rete's host namespace: {}",
+        bridge_nf.trim()
+    );
+    println!();
+    println!("| case | path | runs (Gbit/s) | median (Gbit/s) | / baseline |");
+    println!("|---|---|---|---:|---:|");
+    for c in &cases {
+        let m = median(&c.gbits);
+        println!(
+            "| {} | {} | {} | {m:.2} | {:.0}% |",
+            c.name,
+            c.what,
+            c.gbits
+                .iter()
+                .map(|g| format!("{g:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            100.0 * m / base
+        );
+    }
+    println!();
+    let ratio = |name: &str| {
+        let c = cases.iter().find(|c| c.name == name).expect("case");
+        median(&c.gbits) / base
+    };
+    println!(
+        "- target bridge >= 95% of baseline: {} ({:.0}%)",
+        if ratio("bridge") >= 0.95 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        100.0 * ratio("bridge")
+    );
+    println!(
+        "- target published >= 90% of baseline: {} ({:.0}%)",
+        if ratio("published") >= 0.90 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        100.0 * ratio("published")
+    );
+    Ok(())
+}
+
+/// One iperf3 test from `client` to `target` where `server` listens; returns
+/// the receiver's Gbit/s.
+fn iperf(lab: &mut Lab, server: &Ns, client: &Ns, target: &str, seconds: u32) -> Res<f64> {
+    let s = server.open()?;
+    let mut cmd = cmd_in(&s, "iperf3");
+    // -1: serve one test, then exit; --forceflush: "listening" reaches us now.
+    cmd.args(["-s", "-1", "--forceflush", "-p", &PORT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawn iperf3 server: {e}"))?;
+    let out = child.stdout.take().expect("piped");
+    let idx = lab.keep(child);
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("listening") => break,
+            Some(Ok(_)) => continue,
+            _ => return Err("iperf3 server did not start".into()),
+        }
+    }
+    let c = client.open()?;
+    let mut cmd = cmd_in(&c, "iperf3");
+    cmd.args([
+        "-c",
+        target,
+        "-p",
+        &PORT.to_string(),
+        "-t",
+        &seconds.to_string(),
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ]);
+    let json = run(&mut cmd, b"")?;
+    // The server exits after its one test; drain what it printed.
+    for _ in lines.by_ref() {}
+    let _ = lab.background(idx).wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("iperf3 -J output: {e}"))?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .ok_or_else(|| {
+            format!(
+                "no end.sum_received in iperf3 output: {}",
+                &json[..json.len().min(300)]
+            )
+        })
+}
