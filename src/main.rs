@@ -2,19 +2,43 @@
 
 mod cli;
 mod cni;
+mod netavark;
 
 fn main() {
-    // Installed as a CNI plugin, rete is called with CNI_COMMAND set; as
-    // `rete-ipam` (a link to this binary) it serves only IPAM.
-    if std::env::var_os("CNI_COMMAND").is_some() {
-        let argv0 = std::env::args_os().next().unwrap_or_default();
-        let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
-        let kind = if name == "rete-ipam" {
-            cni::Kind::Ipam
-        } else {
-            cni::Kind::Rete
-        };
-        std::process::exit(cni::main(kind));
+    // Installed as `netavark` (a link to this binary), rete is Podman's
+    // network backend.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("netavark".as_ref()) {
+        std::process::exit(netavark::main());
+    }
+    // Installed as a CNI plugin, rete is called with the CNI_* environment
+    // and no arguments; as `rete-ipam` (a link to this binary) it is only
+    // ever a plugin, serving IPAM.
+    let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
+    if name == "rete-ipam" {
+        std::process::exit(cni::main(cni::Kind::Ipam));
+    }
+    if called_as_plugin() {
+        std::process::exit(cni::main(cni::Kind::Rete));
     }
     std::process::exit(cli::main());
+}
+
+/// Whether a runtime called this binary as a CNI plugin: CNI_COMMAND is set,
+/// or, with no arguments, another variable of the CNI environment is (a
+/// runtime that forgot CNI_COMMAND gets the spec's error, not CLI usage).
+fn called_as_plugin() -> bool {
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return true;
+    }
+    std::env::args_os().len() == 1
+        && [
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_PATH",
+            "CNI_ARGS",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
