@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs what rete needs to build, run and test, from Debian.
 set -euo pipefail
-pkgs=(nftables iproute2 busybox-static util-linux procps gcc pkg-config)
+# Build: gcc, pkg-config, protobuf-compiler (the etcd client's gRPC code).
+# Run: nftables, iproute2 (tests inspect with ip, tc, bridge), procps.
+# Real clients and peers the tests drive: podman, runc, netavark,
+# containerd, containernetworking-plugins (with iptables for portmap),
+# bind9-dnsutils (dig), busybox-static (images and the demo's tools).
+pkgs=(gcc pkg-config protobuf-compiler nftables iproute2 util-linux procps
+      busybox-static podman runc netavark containerd containernetworking-plugins
+      iptables bind9-dnsutils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -15,6 +15,7 @@ pub mod model;
 pub mod names;
 pub mod netlink;
 pub mod netns;
+pub mod overlay;
 pub mod portspec;
 pub mod store;
 pub mod sysctl;

@@ -130,6 +130,47 @@ pub struct Endpoint {
     /// Further names the container answers to on this network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Rate limits on the container's traffic through this endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// The prefix of the host-side veth ends rete creates.
+pub const VETH_PREFIX: &str = "rete-";
+
+/// The prefix of the ifb devices rete creates for egress limits.
+pub const IFB_PREFIX: &str = "rbw-";
+
+impl Endpoint {
+    /// The ifb device that carries the endpoint's egress limit, if it has
+    /// one, named after its host veth (`rete-X` -> `rbw-X`, 14 bytes).
+    pub fn ifb(&self) -> Option<String> {
+        self.bandwidth.and_then(|b| b.egress)?;
+        let suffix = self
+            .host_ifname
+            .strip_prefix(VETH_PREFIX)
+            .unwrap_or(&self.host_ifname);
+        let mut name = format!("{IFB_PREFIX}{suffix}");
+        name.truncate(15);
+        Some(name)
+    }
+}
+
+/// A rate limit: bits per second and burst in bits (as CNI's bandwidth
+/// capability gives them).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limit {
+    pub rate: u64,
+    pub burst: u64,
+}
+
+/// Limits on what a container receives (ingress) and sends (egress).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bandwidth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Limit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Limit>,
 }
 
 /// Transport protocols that can be published.

@@ -29,13 +29,7 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec};
 
 use crate::netlink::Rtnl;
 
-/// A rate limit: bits per second and burst in bits (as CNI's bandwidth
-/// capability gives them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub rate: u64,
-    pub burst: u64,
-}
+pub use crate::model::Limit;
 
 /// How long a packet may wait in a token bucket's queue. The queue holds what
 /// the rate drains in this time plus one burst; more is dropped, which keeps

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::wire::{self, code, CniError, CniResult, Interface, IpConfig, NetConf, Route};
 use super::{engine_error, Env};
 use rete::engine::{AttachRequest, NetworkRequest, SubnetRequest};
-use rete::model::{Protocol, Subnet};
+use rete::model::{Bandwidth, Limit, Protocol, Subnet};
 use rete::portspec::{PortRange, PortSpec};
 use rete::{Engine, Error};
 
@@ -102,12 +102,10 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
         }
     }
     if let Some(prev) = &conf.prev_result {
-        if !prev.is_object() {
-            return Err(CniError::new(
-                code::DECODE,
-                "prevResult is not a JSON object",
-            ));
-        }
+        // Refused before anything is attached: a result merged after the
+        // attachment would fail with the attachment left in place.
+        wire::merge(prev, Value::Object(Default::default()), version)
+            .map_err(|m| CniError::new(code::DECODE, m))?;
     }
 
     let request = network_request(&conf)?;
@@ -123,35 +121,33 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
             range_end: None,
         })
         .collect();
-    let net = engine.ensure_network(request).map_err(engine_error)?;
-    if !wanted.is_empty() {
+    let attach = AttachRequest {
+        container,
+        netns: netns.clone(),
+        network: request.name.clone(),
+        ifname: ifname.clone(),
+        ips: requested_ips(&conf, env)?,
+        mac: requested_mac(&conf, env)?,
+        ports: port_specs(&conf)?,
+        aliases: Vec::new(),
+        bandwidth: bandwidth(&conf)?,
+        labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
+    };
+    // One transaction: a refused attachment leaves no new network behind.
+    let accept = |net: &rete::model::Network| {
         let have: Vec<_> = net.subnets.iter().map(|s| s.subnet).collect();
         if wanted.iter().any(|w| !have.contains(&w.subnet)) {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "network \"{}\" exists with subnets {}, not those of this configuration; use another name or remove the network",
-                    net.name,
-                    have.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "network \"{}\" exists with subnets {}, not those of this configuration; use another name or remove the network",
+                net.name,
+                have.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )));
         }
-    }
-
-    let (c, ep) = engine
-        .attach(AttachRequest {
-            container,
-            netns: netns.clone(),
-            network: net.name.clone(),
-            ifname: ifname.clone(),
-            ips: requested_ips(&conf, env)?,
-            mac: requested_mac(&conf, env)?,
-            ports: port_specs(&conf)?,
-            aliases: Vec::new(),
-            labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
-        })
+        Ok(())
+    };
+    let (net, ep) = engine
+        .ensure_and_attach(request, accept, attach)
         .map_err(engine_error)?;
-    let _ = c;
 
     let gateway_of = |ip: IpAddr| {
         net.subnets
@@ -179,7 +175,15 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
                 sandbox: Some(netns.display().to_string()),
                 mtu: net.mtu,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(ep.ifb().map(|name| Interface {
+            name,
+            mac: None,
+            sandbox: None,
+            mtu: net.mtu,
+        }))
+        .collect(),
         ips: ep
             .addresses
             .iter()
@@ -340,6 +344,24 @@ fn requested_mac(conf: &NetConf, env: &Env) -> Result<Option<[u8; 6]>, CniError>
                 .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()))
         })
         .transpose()
+}
+
+/// The limits asked for: the `bandwidth` capability, else the
+/// configuration's own fields. A rate needs its burst and the other way
+/// round, as in the reference bandwidth plugin.
+fn bandwidth(conf: &NetConf) -> Result<Option<Bandwidth>, CniError> {
+    let b = conf.runtime_config.bandwidth.unwrap_or(conf.bandwidth);
+    let limit = |rate: u64, burst: u64, what: &str| match (rate, burst) {
+        (0, 0) => Ok(None),
+        (0, _) | (_, 0) => Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!("bandwidth: {what}Rate and {what}Burst go together; give both or neither"),
+        )),
+        (rate, burst) => Ok(Some(Limit { rate, burst })),
+    };
+    let ingress = limit(b.ingress_rate, b.ingress_burst, "ingress")?;
+    let egress = limit(b.egress_rate, b.egress_burst, "egress")?;
+    Ok((ingress.is_some() || egress.is_some()).then_some(Bandwidth { ingress, egress }))
 }
 
 fn port_specs(conf: &NetConf) -> Result<Vec<PortSpec>, CniError> {

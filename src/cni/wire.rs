@@ -29,6 +29,10 @@ pub struct NetConf {
     pub disable_dns: Option<bool>,
     pub ipam: Option<IpamConf>,
     pub dns: Option<Dns>,
+    /// Limits in the configuration itself, as the reference bandwidth
+    /// plugin also takes them; the `bandwidth` capability overrides them.
+    #[serde(flatten)]
+    pub bandwidth: Bandwidth,
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
     pub prev_result: Option<Value>,

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use hickory_proto::op::{Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::model::{Container, Network};
 
@@ -17,6 +18,12 @@ pub const DOMAINS: [&str; 2] = ["rete", "dns.podman"];
 
 /// Answers change as containers come and go: keep caches short.
 const TTL: u32 = 5;
+
+/// The largest UDP reply to a query without EDNS (RFC 1035).
+const UDP_PLAIN: u16 = 512;
+/// The largest UDP reply rete offers EDNS clients: the size that avoids
+/// fragmentation (DNS flag day 2020).
+pub const UDP_EDNS: u16 = 1232;
 
 /// Names and addresses per DNS-enabled network, and who is asking from where.
 #[derive(Debug, Default)]
@@ -128,6 +135,12 @@ impl Zone {
         resp.metadata = Metadata::response_from_request(&req.metadata);
         resp.metadata.recursion_available = true;
         resp.add_query(q.clone());
+        if req.edns.is_some() {
+            // An EDNS query gets an OPT record back (RFC 6891).
+            let mut edns = Edns::new();
+            edns.set_max_payload(UDP_EDNS);
+            resp.edns = Some(edns);
+        }
 
         if let Some(ip) = reverse_name(qname) {
             return match self.reverse(ip, asker, via) {
@@ -180,6 +193,32 @@ fn reply(resp: Message) -> Decision {
     resp.to_vec().map_or(Decision::Drop, Decision::Reply)
 }
 
+/// A reply as a UDP client may take it: at most 512 bytes, or the payload
+/// size its EDNS record offers (up to [`UDP_EDNS`]). A longer one loses its
+/// last whole records and gets the TC flag, so the client asks again over
+/// TCP.
+pub fn fit_udp(query: &[u8], reply: Vec<u8>) -> Vec<u8> {
+    if reply.len() <= UDP_PLAIN as usize {
+        return reply;
+    }
+    let limit = Message::from_vec(query)
+        .map(|q| q.max_payload().min(UDP_EDNS))
+        .unwrap_or(UDP_PLAIN);
+    if reply.len() <= limit as usize {
+        return reply;
+    }
+    let Ok(msg) = Message::from_vec(&reply) else {
+        return reply;
+    };
+    let mut buf = Vec::with_capacity(limit as usize);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(limit);
+    match msg.emit(&mut encoder) {
+        Ok(()) => buf,
+        Err(_) => reply,
+    }
+}
+
 /// The name without rete's domain, and whether it was in it.
 fn strip_domain(name: &str) -> (&str, bool) {
     for d in DOMAINS {
@@ -217,7 +256,7 @@ fn reverse_name(name: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use crate::model::{Endpoint, Mode, Subnet};
-    use hickory_proto::op::Query;
+    use hickory_proto::op::{Edns, Query};
 
     fn net(name: &str, gw: &str, subnet: &str) -> Network {
         Network {
@@ -259,6 +298,7 @@ mod tests {
                     addresses: vec![a.parse().unwrap()],
                     gateways: vec![],
                     aliases: vec![format!("{name}-alias")],
+                    bandwidth: None,
                 })
                 .collect(),
             ports: vec![],
@@ -332,6 +372,68 @@ mod tests {
             answers(ask(&z, "both.", RecordType::A, "10.1.0.2", "a")).1,
             ["10.1.0.3"]
         );
+    }
+
+    #[test]
+    fn udp_replies_fit_what_the_client_can_take() {
+        // 60 containers answering to one alias: 60 A records, over 512 bytes.
+        let nets = [net("a", "10.1.0.1", "10.1.0.0/24")];
+        let cs: Vec<Container> = (0..60)
+            .map(|i| {
+                let mut c = container(&format!("w{i}"), &[("a", &format!("10.1.0.{}/24", i + 10))]);
+                c.endpoints[0].aliases = vec!["pool".into()];
+                c
+            })
+            .collect();
+        let z = Zone::build(&nets, &cs);
+        let mut q = Message::query();
+        q.metadata.id = 7;
+        q.add_query(Query::query(
+            Name::from_str("pool.").unwrap(),
+            RecordType::A,
+        ));
+        let plain = q.to_vec().unwrap();
+        let Decision::Reply(full) = z.answer(&plain, "10.1.0.10".parse().unwrap(), "a") else {
+            panic!()
+        };
+        // Over TCP, everything.
+        let m = Message::from_vec(&full).unwrap();
+        assert_eq!(m.answers.len(), 60);
+        assert!(!m.metadata.truncation);
+        // Over UDP without EDNS: 512 bytes at most, whole records, TC set.
+        let cut = fit_udp(&plain, full.clone());
+        assert!(cut.len() <= 512, "{}", cut.len());
+        let m = Message::from_vec(&cut).unwrap();
+        assert!(m.metadata.truncation);
+        assert!(!m.answers.is_empty() && m.answers.len() < 60);
+        assert_eq!(m.metadata.id, 7);
+        // With EDNS offering 4096: all of it fits in 1232.
+        let mut e = q.clone();
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        e.edns = Some(edns);
+        let with_edns = e.to_vec().unwrap();
+        let Decision::Reply(full) = z.answer(&with_edns, "10.1.0.10".parse().unwrap(), "a") else {
+            panic!()
+        };
+        let m = Message::from_vec(&fit_udp(&with_edns, full)).unwrap();
+        assert_eq!(m.answers.len(), 60);
+        assert!(!m.metadata.truncation);
+        // ... and the reply carries an OPT record of its own (RFC 6891).
+        assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(UDP_EDNS));
+        // Small replies pass untouched.
+        let Decision::Reply(small) =
+            z.answer(&plain_query("w1."), "10.1.0.10".parse().unwrap(), "a")
+        else {
+            panic!()
+        };
+        assert_eq!(fit_udp(&plain_query("w1."), small.clone()), small);
+    }
+
+    fn plain_query(name: &str) -> Vec<u8> {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+        q.to_vec().unwrap()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use super::endpoint::{attach, EndpointRequest, Routed};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
-use super::{exec, publish, Engine};
+use super::{exec, publish, shaping, Engine};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::model::{Container, Mode, Network};
@@ -121,7 +121,15 @@ impl Engine {
                 _ => (ip, None),
             };
             let routed = Routed::of(&c, None);
-            let req = EndpointRequest { net: &net, ifname, ip4, ip6, mac: None, aliases };
+            let req = EndpointRequest {
+                net: &net,
+                ifname,
+                ip4,
+                ip6,
+                mac: None,
+                aliases,
+                bandwidth: None,
+            };
             let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
             let before = publish::elements(&c);
             c.endpoints.push(ep);
@@ -242,6 +250,7 @@ fn create(
                     ip6,
                     mac,
                     aliases: req.aliases.clone(),
+                    bandwidth: None,
                 };
                 let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
                 routed = routed.with(&ep);
@@ -392,6 +401,7 @@ pub(super) fn detach(
         .host()?
         .del_link(&ep.host_ifname)
         .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+    shaping::remove(kernel, &ep)?;
     db.release_leases(network, container)?;
     db.put_container(&c)?;
     Ok(c)
@@ -450,6 +460,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
             .host()?
             .del_link(&ep.host_ifname)
             .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+        shaping::remove(kernel, ep)?;
     }
     db.delete_container(name)?;
     Ok(true)

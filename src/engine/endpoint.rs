@@ -10,10 +10,11 @@ use std::os::fd::AsRawFd;
 use ipnet::IpNet;
 
 use super::kernel::Kernel;
+use super::shaping;
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Container, Endpoint, Network};
+use crate::model::{Bandwidth, Container, Endpoint, Network, VETH_PREFIX};
 use crate::names;
 use crate::netlink::{Rtnl, VethSpec};
 use crate::store::Db;
@@ -55,6 +56,7 @@ pub(super) struct EndpointRequest<'a> {
     pub ip6: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
     pub aliases: Vec<String>,
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// Attaches the container to one network: leases addresses, then plumbs.
@@ -72,11 +74,15 @@ pub(super) fn attach(
     let mut ep = Endpoint {
         network: req.net.name.clone(),
         ifname: req.ifname,
-        host_ifname: format!("rete-{:010x}", rand::random::<u64>() & 0xff_ffff_ffff),
+        host_ifname: format!(
+            "{VETH_PREFIX}{:010x}",
+            rand::random::<u64>() & 0xff_ffff_ffff
+        ),
         mac: mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
         addresses,
         gateways: Vec::new(),
         aliases: req.aliases,
+        bandwidth: req.bandwidth,
     };
     plumb(
         kernel, journal, sandbox, container, req.net, &mut ep, routed,
@@ -214,7 +220,7 @@ pub(super) fn plumb(
     if let Some(mac) = link.mac.as_deref() {
         ep.mac = names::format_mac(mac);
     }
-    Ok(())
+    shaping::apply(kernel, journal, ep)
 }
 
 /// A MAC derived from the endpoint's address (its IPv4 one, else the low 32

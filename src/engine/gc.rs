@@ -9,9 +9,11 @@ use serde::Serialize;
 
 use super::endpoint::{plumb, Routed};
 use super::kernel::all_elements;
+use super::shaping;
 use super::{network, Engine};
 use crate::error::Result;
 use crate::journal::{self, Undo};
+use crate::model::{IFB_PREFIX, VETH_PREFIX};
 use crate::netlink::Rtnl;
 use crate::netns;
 
@@ -46,6 +48,7 @@ impl Engine {
                 if gone {
                     for ep in &c.endpoints {
                         let _ = kernel.host()?.del_link(&ep.host_ifname);
+                        let _ = shaping::remove(kernel, ep);
                     }
                     // An unpinned file a removal killed midway left behind
                     // would block a new container of the same name.
@@ -62,7 +65,11 @@ impl Engine {
             let taps = db.taps()?;
             let owned_links: BTreeSet<String> = containers
                 .iter()
-                .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone()))
+                .flat_map(|c| {
+                    c.endpoints
+                        .iter()
+                        .flat_map(|e| std::iter::once(e.host_ifname.clone()).chain(e.ifb()))
+                })
                 .chain(networks.iter().map(|n| n.bridge.clone()))
                 .chain(taps.iter().map(|t| t.name.clone()))
                 .collect();
@@ -90,13 +97,15 @@ impl Engine {
                 let _ = std::fs::remove_file(path);
             }
 
-            // Host ends of veth pairs rete named, that no endpoint owns.
+            // Host ends of veth pairs and ifbs rete named, that no endpoint
+            // owns.
             let links = kernel
                 .host()?
                 .links()
                 .map_err(|e| crate::error::Error::kernel("list links", e))?;
             for l in links {
-                if l.name.starts_with("rete-") && !owned_links.contains(&l.name) {
+                let ours = l.name.starts_with(VETH_PREFIX) || l.name.starts_with(IFB_PREFIX);
+                if ours && !owned_links.contains(&l.name) {
                     let _ = kernel.host()?.del_link(&l.name);
                     report.links.push(l.name);
                 }
@@ -135,6 +144,7 @@ impl Engine {
                 for i in lost {
                     let net = network::get(db, &c.endpoints[i].network)?;
                     let _ = inner.del_link(&c.endpoints[i].ifname);
+                    let _ = shaping::remove(kernel, &c.endpoints[i]);
                     let routed = Routed::of(&c, Some(&net.name));
                     let mut ep = c.endpoints[i].clone();
                     plumb(

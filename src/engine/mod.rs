@@ -16,6 +16,7 @@ mod network;
 mod pool;
 mod publish;
 mod runtime;
+mod shaping;
 mod tap;
 
 pub use container::{ContainerRequest, NetworkChoice};

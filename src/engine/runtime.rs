@@ -11,10 +11,10 @@ use super::container::{open_ns, refresh_ports};
 use super::endpoint::{attach, EndpointRequest, Routed};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest};
-use super::{publish, Engine};
+use super::{publish, shaping, Engine};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::model::{Container, Endpoint, Mode, Network};
+use crate::model::{Bandwidth, Container, Endpoint, Mode, Network};
 use crate::names;
 use crate::netlink::Rtnl;
 use crate::portspec::PortSpec;
@@ -36,6 +36,8 @@ pub struct AttachRequest {
     pub ports: Vec<PortSpec>,
     /// Further names the container answers to on this network.
     pub aliases: Vec<String>,
+    /// Rate limits on the container's traffic through this attachment.
+    pub bandwidth: Option<Bandwidth>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -46,6 +48,29 @@ impl Engine {
             Some(n) => Ok(n),
             None => network::create(db, kernel, journal, req),
         })
+    }
+
+    /// [`Engine::ensure_network`], `accept` on the network found, and
+    /// [`Engine::attach`] to it, in one transaction: a refused attachment
+    /// leaves no network behind that this call created.
+    pub fn ensure_and_attach(
+        &mut self,
+        net: NetworkRequest,
+        accept: impl FnOnce(&Network) -> Result<()>,
+        mut req: AttachRequest,
+    ) -> Result<(Network, Endpoint)> {
+        let done = self.transact(|db, kernel, journal| {
+            let n = match db.network(&net.name)? {
+                Some(n) => n,
+                None => network::create(db, kernel, journal, net)?,
+            };
+            accept(&n)?;
+            req.network = n.name.clone();
+            let (_, ep) = attach_one(db, kernel, journal, req)?;
+            Ok((n, ep))
+        })?;
+        self.start_resolver_if_needed();
+        Ok(done)
     }
 
     /// Plugs a runtime's namespace into a network. Asking again for an
@@ -184,6 +209,13 @@ fn attach_one(
     req: AttachRequest,
 ) -> Result<(Container, Endpoint)> {
     names::check_ifname(&req.ifname)?;
+    if let Some(bw) = &req.bandwidth {
+        for (limit, direction) in [(&bw.ingress, "ingress"), (&bw.egress, "egress")] {
+            if let Some(l) = limit {
+                shaping::check(l, direction)?;
+            }
+        }
+    }
     let net = network::get(db, &req.network)?;
     let mut c = match db.container(&req.container)? {
         Some(c) => {
@@ -235,11 +267,7 @@ fn attach_one(
     let ns = open_ns(&req.netns)?;
     let mut inner =
         Rtnl::open_in(&ns).map_err(|e| Error::kernel("open rtnetlink in the namespace", e))?;
-    if c.endpoints.is_empty() {
-        inner
-            .set_up(1)
-            .map_err(|e| Error::kernel("bring up lo", e))?;
-    }
+    let first = c.endpoints.is_empty();
     let ip4 = req.ips.iter().copied().find(IpAddr::is_ipv4);
     let ip6 = req.ips.iter().copied().find(IpAddr::is_ipv6);
     let endpoint = EndpointRequest {
@@ -249,6 +277,7 @@ fn attach_one(
         ip6,
         mac: req.mac,
         aliases: req.aliases.clone(),
+        bandwidth: req.bandwidth,
     };
     let ep = attach(
         db,
@@ -275,6 +304,12 @@ fn attach_one(
     }
     c.ports.extend(ports);
     refresh_ports(db, kernel, journal, &before, &c)?;
+    // lo last, so a refused attachment leaves the namespace as it was.
+    if first {
+        inner
+            .set_up(1)
+            .map_err(|e| Error::kernel("bring up lo", e))?;
+    }
     db.put_container(&c)?;
     Ok((c, ep))
 }
@@ -302,6 +337,7 @@ fn detach_one(
         .host()?
         .del_link(&ep.host_ifname)
         .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
+    shaping::remove(kernel, &ep)?;
     db.release_leases(&ep.network, container)?;
     if c.endpoints.is_empty() {
         db.delete_container(container)?;
