@@ -5,10 +5,11 @@ set -euo pipefail
 # Run: nftables, iproute2 (tests inspect with ip, tc, bridge), procps.
 # Real clients and peers the tests drive: podman, runc, netavark,
 # containerd, containernetworking-plugins (with iptables for portmap),
-# bind9-dnsutils (dig), busybox-static (images and the demo's tools).
+# bind9-dnsutils (dig), etcd-server (the multi-host tests), busybox-static
+# (images and the demo's tools).
 pkgs=(gcc pkg-config protobuf-compiler nftables iproute2 util-linux procps
       busybox-static podman runc netavark containerd containernetworking-plugins
-      iptables bind9-dnsutils)
+      iptables bind9-dnsutils etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -38,6 +38,9 @@ pub enum Error {
     /// The embedded store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The cluster store (etcd) failed or refused.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl Error {

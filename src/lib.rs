@@ -4,6 +4,7 @@
 //! keeps its state in an embedded store; the CLI, the CNI plugin and the
 //! Podman backend are thin frontends over it.
 
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod engine;

@@ -31,6 +31,10 @@ pub struct Network {
     #[serde(default = "yes")]
     pub dns: bool,
     pub mtu: Option<u32>,
+    /// Destinations reached without masquerade (a cluster's container
+    /// range: traffic between container subnets keeps its addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub direct: Vec<IpNet>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]

@@ -39,6 +39,7 @@ pub struct Link {
     pub kind: Option<String>,
     pub controller: Option<u32>,
     pub mac: Option<Vec<u8>>,
+    pub mtu: Option<u32>,
 }
 
 /// A blocking rtnetlink socket bound to one network namespace.
@@ -345,12 +346,14 @@ fn link_of(l: LinkMessage) -> Link {
         kind: None,
         controller: None,
         mac: None,
+        mtu: None,
     };
     for a in l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Controller(c) => link.controller = Some(c),
             LinkAttribute::Address(a) => link.mac = Some(a),
+            LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

@@ -1,6 +1,7 @@
 //! Command-line parsing and output. Nothing here knows about bridges,
 //! addresses or rules: it parses, calls the engine, prints.
 
+mod cluster;
 mod container;
 mod network;
 mod output;
@@ -68,6 +69,14 @@ enum Command {
     /// Install rete as a CNI plugin (types `rete` and `rete-ipam`)
     #[command(subcommand)]
     Cni(CniCommand),
+    /// Join this host to a cluster through etcd (runs until stopped)
+    Agent(cluster::AgentArgs),
+    /// Cluster-wide settings in etcd
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// The cluster's hosts
+    #[command(subcommand)]
+    Node(cluster::NodeCommand),
     /// The name resolver (started by rete on demand)
     #[command(subcommand, hide = true)]
     Dns(DnsCommand),
@@ -141,6 +150,9 @@ pub fn main() -> i32 {
         Command::FirewallReload => engine.reload_firewall().map(|_| 0),
         Command::Cni(CniCommand::Install { dir }) => install_cni(&dir),
         Command::Dns(DnsCommand::Serve) => serve_dns(&engine),
+        Command::Agent(a) => cluster::agent(&mut engine, a),
+        Command::Cluster(c) => cluster::cluster(c),
+        Command::Node(c) => cluster::node(c),
     });
     match result {
         Ok(code) => code,

@@ -212,5 +212,6 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
         labels: key_values(&a.label, "label")?,
         options: key_values(&a.opt, "option")?,
         disable_dns: a.disable_dns,
+        direct: Vec::new(),
     })
 }

@@ -211,7 +211,7 @@ pub fn engine_error(e: Error) -> CniError {
         Error::InterfaceExists(_) => code::INVALID_ENVIRONMENT,
         Error::Conflict(_) | Error::InUse(_) => code::CONFLICT,
         Error::Exhausted(_) => code::EXHAUSTED,
-        Error::Store(_) => code::TRY_AGAIN_LATER,
+        Error::Store(_) | Error::Cluster(_) => code::TRY_AGAIN_LATER,
         Error::Kernel { .. } | Error::Firewall(_) => code::KERNEL,
     };
     let msg = match &e {

@@ -256,6 +256,7 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         options,
         disable_dns: conf.disable_dns.unwrap_or(false),
+        direct: Vec::new(),
     })
 }
 

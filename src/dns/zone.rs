@@ -275,6 +275,7 @@ mod tests {
             masquerade: true,
             dns: true,
             mtu: None,
+            direct: vec![],
             labels: Default::default(),
             options: Default::default(),
             created: 0,

@@ -100,5 +100,8 @@ pub fn network_elements(n: &Network) -> Vec<Element> {
             out.push(Element::Masquerade(s.subnet));
         }
     }
+    if !n.internal && n.masquerade {
+        out.extend(n.direct.iter().map(|d| Element::Direct(*d)));
+    }
     out
 }

@@ -32,6 +32,8 @@ pub struct NetworkRequest {
     pub options: BTreeMap<String, String>,
     /// No name resolution on this network.
     pub disable_dns: bool,
+    /// Destinations reached without masquerade.
+    pub direct: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +242,7 @@ pub(super) fn create(
         masquerade,
         dns: !req.disable_dns,
         mtu: req.mtu,
+        direct: req.direct,
         labels: req.labels,
         options: req.options,
         created: now(),

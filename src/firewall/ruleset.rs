@@ -18,7 +18,9 @@ use crate::model::Protocol;
 ///   bridge as both input and output device; they are accepted before the
 ///   isolation rules, which would otherwise drop them.
 /// - `masq4`/`masq6`: subnets whose traffic leaving through a non-rete device
-///   is masqueraded; `subnets4`/`subnets6`: every rete subnet, for hairpin NAT.
+///   is masqueraded; `subnets4`/`subnets6`: every rete subnet, for hairpin NAT;
+///   `direct4`/`direct6`: destinations reached without masquerade (a
+///   cluster's container range).
 /// - `pub4`/`pub6`: published ports on one host address, keyed by
 ///   address . protocol . port; `pub4any`/`pub6any`: on every local address.
 pub const TABLE: &str = r#"table inet rete {
@@ -30,6 +32,8 @@ pub const TABLE: &str = r#"table inet rete {
 	set masq6 { type ipv6_addr; flags interval; }
 	set subnets4 { type ipv4_addr; flags interval; }
 	set subnets6 { type ipv6_addr; flags interval; }
+	set direct4 { type ipv4_addr; flags interval; }
+	set direct6 { type ipv6_addr; flags interval; }
 	map pub4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
 	map pub4any { type inet_proto . inet_service : ipv4_addr . inet_service; }
 	map pub6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }
@@ -53,8 +57,8 @@ pub const TABLE: &str = r#"table inet rete {
 		ct status dnat ip saddr 127.0.0.0/8 masquerade
 		ct status dnat oifname @bridges ip saddr @subnets4 masquerade
 		ct status dnat oifname @bridges ip6 saddr @subnets6 masquerade
-		oifname != @bridges ip saddr @masq4 masquerade
-		oifname != @bridges ip6 saddr @masq6 masquerade
+		oifname != @bridges ip saddr @masq4 ip daddr != @direct4 masquerade
+		oifname != @bridges ip6 saddr @masq6 ip6 daddr != @direct6 masquerade
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
@@ -71,11 +75,11 @@ pub const TABLE: &str = r#"table inet rete {
 /// A cheap command that fails when the table is missing or older than
 /// [`TABLE`]: it names the object added last to the layout (update it when
 /// the layout grows).
-pub const PROBE: &str = "list set inet rete intra";
+pub const PROBE: &str = "list set inet rete direct4";
 
-const SETS: [&str; 12] = [
-    "bridges", "isolated", "internal", "intra", "masq4", "masq6", "subnets4", "subnets6", "pub4",
-    "pub4any", "pub6", "pub6any",
+const SETS: [&str; 14] = [
+    "bridges", "isolated", "internal", "intra", "masq4", "masq6", "subnets4", "subnets6",
+    "direct4", "direct6", "pub4", "pub4any", "pub6", "pub6any",
 ];
 
 /// One element of one of the table's sets or maps.
@@ -88,6 +92,8 @@ pub enum Element {
     Intra(String),
     Masquerade(IpNet),
     Subnet(IpNet),
+    /// A destination reached without masquerade.
+    Direct(IpNet),
     /// A published port: traffic to `host_ip` (unspecified = every local
     /// address of that family) `protocol` `host_port` goes to `target`.
     Publish {
@@ -111,6 +117,8 @@ impl Element {
             Element::Masquerade(IpNet::V6(_)) => "masq6",
             Element::Subnet(IpNet::V4(_)) => "subnets4",
             Element::Subnet(IpNet::V6(_)) => "subnets6",
+            Element::Direct(IpNet::V4(_)) => "direct4",
+            Element::Direct(IpNet::V6(_)) => "direct6",
             Element::Publish { host_ip, .. } => match (host_ip, host_ip.is_unspecified()) {
                 (IpAddr::V4(_), false) => "pub4",
                 (IpAddr::V4(_), true) => "pub4any",
@@ -124,7 +132,9 @@ impl Element {
         match self {
             Element::Bridge(n) | Element::Isolated(n) | Element::Internal(n) => format!("\"{n}\""),
             Element::Intra(n) => format!("\"{n}\" . \"{n}\""),
-            Element::Masquerade(net) | Element::Subnet(net) => net.to_string(),
+            Element::Masquerade(net) | Element::Subnet(net) | Element::Direct(net) => {
+                net.to_string()
+            }
             Element::Publish {
                 host_ip,
                 protocol,

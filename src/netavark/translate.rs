@@ -139,6 +139,7 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         options: BTreeMap::from([("isolate".to_string(), options.isolate.to_string())]),
         disable_dns: !n.dns_enabled,
+        direct: Vec::new(),
     })
 }
 
@@ -483,6 +484,7 @@ mod tests {
             masquerade: true,
             dns: true,
             mtu: None,
+            direct: vec![],
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
             created: 0,

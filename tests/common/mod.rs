@@ -368,8 +368,15 @@ pub fn udp_get(ns: &Path, addr: IpAddr, port: u16) -> Option<String> {
     })
 }
 
-/// Whether `to` answers ICMP echo from `ns` (busybox ping, 1 s).
+/// Whether `to` answers ICMP echo from `ns`: up to 3 tries of 1 s each
+/// (the first echo of a fresh path waits for ARP and may be lost on a
+/// loaded machine).
 pub fn ping(ns: &Path, to: IpAddr) -> bool {
+    (0..3).any(|_| ping_once(ns, to))
+}
+
+/// One echo with a 1 s wait: for asserting that `to` is out of reach.
+pub fn ping_once(ns: &Path, to: IpAddr) -> bool {
     let mut cmd = Command::new("busybox");
     cmd.args(["ping", "-c", "1", "-W", "1", &to.to_string()]);
     enter_on_exec(&mut cmd, ns);

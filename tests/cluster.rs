@@ -1,0 +1,567 @@
+//! Many hosts, one container network: `rete agent` on each host, joined
+//! through a real etcd server (Debian's etcd-server).
+//!
+//! The lab: an underlay namespace holding a bridge; an etcd namespace, an
+//! "outside" namespace and N host namespaces plugged into it by veth pairs
+//! (10.77.0.0/24). Each host runs its own agent with its own state, run and
+//! netns dirs; containers are made by `rete create --network cluster` in the
+//! hosts. Everything lives under one temporary directory; every process the
+//! lab started is killed and every namespace unpinned on drop.
+
+mod common;
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{enter_on_exec, ping, ping_once, sh_in, sh_in_allow_fail, tcp_get, Server};
+use serde_json::Value;
+
+const ETCD_IP: &str = "10.77.0.2";
+const OUTSIDE_IP: &str = "10.77.0.200";
+const CIDR: &str = "10.244.0.0/16";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn etcd_binary() -> Option<&'static str> {
+    ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// Skips the test (returning early) unless root and etcd are there.
+macro_rules! require_cluster_lab {
+    () => {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to create network namespaces");
+            return;
+        }
+        if etcd_binary().is_none() {
+            eprintln!("skipped: needs etcd (apt-get install etcd-server)");
+            return;
+        }
+    };
+}
+
+struct Host {
+    name: String,
+    ns: PathBuf,
+    dir: PathBuf,
+    underlay: String,
+    agent: Option<Child>,
+}
+
+struct ClusterLab {
+    dir: PathBuf,
+    underlay: PathBuf,
+    etcd_ns: PathBuf,
+    outside: PathBuf,
+    etcd: Option<Child>,
+    hosts: Vec<Host>,
+    backend: &'static str,
+    lease_ttl: u32,
+}
+
+impl ClusterLab {
+    /// The underlay, etcd (started, cluster initialised) and `n` hosts whose
+    /// agents are started all at once.
+    fn new(name: &str, n: usize, backend: &'static str, lease_ttl: u32) -> ClusterLab {
+        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "rete-test-cluster-{name}-{}-{k}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = ClusterLab {
+            underlay: dir.join("underlay.ns"),
+            etcd_ns: dir.join("etcd.ns"),
+            outside: dir.join("outside.ns"),
+            dir,
+            etcd: None,
+            hosts: Vec::new(),
+            backend,
+            lease_ttl,
+        };
+        rete::netns::create(&lab.underlay).expect("create underlay namespace");
+        sh_in(
+            &lab.underlay,
+            "ip link set lo up && ip link add ul0 type bridge && ip link set ul0 up",
+        );
+        for (ns, ip) in [
+            (lab.etcd_ns.clone(), ETCD_IP),
+            (lab.outside.clone(), OUTSIDE_IP),
+        ] {
+            lab.plug(&ns, ip);
+        }
+        lab.start_etcd();
+        lab.wait_for("etcd to answer", Duration::from_secs(20), |l| {
+            l.rete_anywhere(&["node", "ls"]).status.success()
+        });
+        let out = lab.rete_anywhere(&["cluster", "init", "--cidr", CIDR, "--subnet-len", "24"]);
+        assert!(out.status.success(), "cluster init: {}", stderr(&out));
+        for i in 1..=n {
+            lab.add_host(i);
+        }
+        for i in 0..n {
+            lab.start_agent(i);
+        }
+        lab.wait_for("every host in node ls", Duration::from_secs(30), |l| {
+            l.nodes().len() == n
+        });
+        for i in 0..n {
+            lab.wait_for("the cluster network", Duration::from_secs(15), |l| {
+                l.rete(i, &["network", "inspect", "cluster"])
+                    .status
+                    .success()
+            });
+        }
+        lab
+    }
+
+    /// A namespace on the underlay with address `ip`.
+    fn plug(&self, ns: &Path, ip: &str) -> String {
+        rete::netns::create(ns).expect("create namespace");
+        let port = format!("p{}", ip.rsplit('.').next().unwrap());
+        sh_in(
+            &self.underlay,
+            &format!(
+                "ip link add {port} type veth peer name eth0 netns {ns} && \
+                 ip link set {port} master ul0 up",
+                ns = ns.display()
+            ),
+        );
+        sh_in(
+            ns,
+            &format!("ip link set lo up && ip link set eth0 up && ip addr add {ip}/24 dev eth0"),
+        );
+        port
+    }
+
+    fn start_etcd(&mut self) {
+        let data = self.dir.join("etcd-data");
+        let client = format!("http://{ETCD_IP}:2379");
+        let mut cmd = Command::new(etcd_binary().unwrap());
+        cmd.args(["--name", "lab", "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.join("etcd.log")).unwrap());
+        enter_on_exec(&mut cmd, &self.etcd_ns);
+        self.etcd = Some(cmd.spawn().expect("start etcd"));
+    }
+
+    fn stop_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn add_host(&mut self, i: usize) {
+        let name = format!("h{i}");
+        let ns = self.dir.join(format!("{name}.ns"));
+        let underlay = format!("10.77.0.{}", 10 + i);
+        self.plug(&ns, &underlay);
+        sh_in(&ns, &format!("ip route add default via {OUTSIDE_IP}"));
+        let dir = self.dir.join(&name);
+        std::fs::create_dir_all(dir.join("ns")).unwrap();
+        self.hosts.push(Host {
+            name,
+            ns,
+            dir,
+            underlay,
+            agent: None,
+        });
+    }
+
+    fn env(&self, cmd: &mut Command, dir: &Path) {
+        cmd.env("RETE_STATE_DIR", dir.join("state"))
+            .env("RETE_RUN_DIR", dir.join("run"))
+            .env("RETE_NETNS_DIR", dir.join("ns"))
+            .env("RETE_NETNS_ETC_DIR", dir.join("etc"))
+            .env("RETE_RESOLV_CONF", dir.join("upstream-resolv.conf"))
+            .env("RETE_ETCD", format!("http://{ETCD_IP}:2379"));
+    }
+
+    fn start_agent(&mut self, i: usize) {
+        let h = &self.hosts[i];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(h.dir.join("agent.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
+        cmd.args(["agent", "--backend", self.backend, "--node-name", &h.name])
+            .args(["--lease-ttl", &self.lease_ttl.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.env(&mut cmd, &h.dir);
+        enter_on_exec(&mut cmd, &h.ns);
+        let child = cmd.spawn().expect("start agent");
+        self.hosts[i].agent = Some(child);
+    }
+
+    /// Stops host i's agent: SIGTERM (a restart) or SIGKILL (a crash).
+    fn stop_agent(&mut self, i: usize, signal: i32) {
+        if let Some(mut c) = self.hosts[i].agent.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+    }
+
+    fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.hosts[i].dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// rete in host i's namespace with its dirs.
+    fn rete(&self, i: usize, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
+        cmd.args(args);
+        self.env(&mut cmd, &self.hosts[i].dir);
+        enter_on_exec(&mut cmd, &self.hosts[i].ns);
+        cmd.output().expect("run rete")
+    }
+
+    fn rete_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.rete(i, args);
+        assert!(
+            out.status.success(),
+            "rete {args:?} on {} failed: {}{}",
+            self.hosts[i].name,
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// rete from the outside namespace (a host that runs no agent), with
+    /// dirs of its own: cluster-wide commands.
+    fn rete_anywhere(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
+        cmd.args(args);
+        self.env(&mut cmd, &self.dir.join("admin"));
+        enter_on_exec(&mut cmd, &self.outside);
+        cmd.output().expect("run rete")
+    }
+
+    /// `rete node ls --format json`.
+    fn nodes(&self) -> Vec<Value> {
+        let out = self.rete_anywhere(&["node", "ls", "--format", "json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+    }
+
+    fn subnet_of(&self, node: &str) -> Option<String> {
+        self.nodes()
+            .into_iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["subnet"].as_str().map(str::to_string))
+    }
+
+    /// A container on host i's cluster network; returns its address.
+    fn container(&self, i: usize, name: &str) -> IpAddr {
+        self.rete_ok(i, &["create", name, "--network", "cluster"]);
+        let v: Value = serde_json::from_str(&self.rete_ok(i, &["inspect", name])).unwrap();
+        let a = v[0]["endpoints"][0]["addresses"][0].as_str().unwrap();
+        a.split('/').next().unwrap().parse().unwrap()
+    }
+
+    fn container_ns(&self, i: usize, name: &str) -> PathBuf {
+        self.hosts[i].dir.join("ns").join(name)
+    }
+
+    /// The routes of host i, as `ip route` prints them.
+    fn routes(&self, i: usize) -> String {
+        sh_in_allow_fail(&self.hosts[i].ns, "ip route")
+    }
+
+    /// Polls `cond` every 100 ms until it holds; panics after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = (0..self.hosts.len())
+            .map(|i| format!("--- {}:\n{}", self.hosts[i].name, self.agent_log(i)))
+            .collect();
+        panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+    }
+}
+
+impl Drop for ClusterLab {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.stop_agent(i, libc::SIGKILL);
+        }
+        self.stop_etcd();
+        for h in &self.hosts {
+            if let Some(pid) = std::fs::read_to_string(h.dir.join("run/dns.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Ok(dir) = std::fs::read_dir(h.dir.join("ns")) {
+                for e in dir.flatten() {
+                    let _ = rete::netns::remove(&e.path());
+                }
+            }
+            let _ = rete::netns::remove(&h.ns);
+        }
+        for ns in [&self.etcd_ns, &self.outside, &self.underlay] {
+            let _ = rete::netns::remove(ns);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Containers on every host reach each other by their own addresses, with
+/// no NAT between them; egress to the outside is masqueraded; every host
+/// got its own subnet although the agents raced.
+fn full_mesh(backend: &'static str) {
+    let lab = ClusterLab::new(backend, 3, backend, 10);
+    let nodes = lab.nodes();
+    let mut subnets: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["subnet"].as_str().unwrap())
+        .collect();
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {nodes:?}");
+    for n in &nodes {
+        assert_eq!(n["backend"], backend, "{n}");
+        assert_eq!(n["health"], "alive", "{n}");
+    }
+
+    let addrs: Vec<IpAddr> = (0..3).map(|i| lab.container(i, &format!("c{i}"))).collect();
+    for (i, addr) in addrs.iter().enumerate() {
+        let subnet: ipnet::IpNet = lab.subnet_of(&lab.hosts[i].name).unwrap().parse().unwrap();
+        assert!(subnet.contains(addr), "c{i} {addr} in {subnet}");
+    }
+    for i in 0..3 {
+        let from = lab.container_ns(i, &format!("c{i}"));
+        for (j, to) in addrs.iter().enumerate().filter(|&(j, _)| j != i) {
+            assert!(
+                ping(&from, *to),
+                "c{i} on h{} cannot ping c{j} {to} on h{}\n{}",
+                i + 1,
+                j + 1,
+                lab.routes(i)
+            );
+        }
+    }
+    // TCP across hosts keeps the sender's address: no NAT between subnets.
+    let c1 = lab.container_ns(1, "c1");
+    let _srv = Server::tcp(&c1, addrs[1], 8080, "hello", 1);
+    let got = tcp_get(&lab.container_ns(0, "c0"), addrs[1], 8080);
+    assert_eq!(got, Some(format!("hello {}", addrs[0])));
+    // Egress past the cluster is masqueraded behind the host's address.
+    let _out = Server::tcp(&lab.outside, OUTSIDE_IP.parse().unwrap(), 8081, "out", 1);
+    let got = tcp_get(
+        &lab.container_ns(2, "c2"),
+        OUTSIDE_IP.parse().unwrap(),
+        8081,
+    );
+    assert_eq!(got, Some(format!("out {}", lab.hosts[2].underlay)));
+
+    if backend == "vxlan" {
+        let ns = &lab.hosts[0].ns;
+        let neigh = sh_in(ns, "ip neigh show dev retevxlan0");
+        assert_eq!(neigh.matches("PERMANENT").count(), 2, "{neigh}");
+        let fdb = sh_in(ns, "bridge fdb show dev retevxlan0");
+        for h in &lab.hosts[1..] {
+            assert!(fdb.contains(&format!("dst {}", h.underlay)), "{fdb}");
+        }
+        let link = sh_in(ns, "ip -d link show retevxlan0");
+        assert!(link.contains("nolearning"), "{link}");
+    } else {
+        let routes = lab.routes(0);
+        for h in &lab.hosts[1..] {
+            assert!(routes.contains(&format!("via {}", h.underlay)), "{routes}");
+        }
+    }
+}
+
+#[test]
+fn vxlan_full_mesh() {
+    require_cluster_lab!();
+    full_mesh("vxlan");
+}
+
+#[test]
+fn host_gw_full_mesh() {
+    require_cluster_lab!();
+    full_mesh("host-gw");
+}
+
+/// An agent restart keeps the host's subnet and does not interrupt
+/// traffic; a crashed agent's host vanishes from its peers when its lease
+/// expires; `rete node rm` removes a host at once and stops its agent.
+#[test]
+fn restart_expiry_and_removal() {
+    require_cluster_lab!();
+    let mut lab = ClusterLab::new("life", 3, "vxlan", 3);
+    let a = lab.container(0, "a");
+    let b = lab.container(1, "b");
+    let from_a = lab.container_ns(0, "a");
+    assert!(ping(&from_a, b));
+
+    // Restart: traffic flows while the agent is down and after.
+    let before = lab.subnet_of("h1").unwrap();
+    lab.stop_agent(0, libc::SIGTERM);
+    assert!(ping(&from_a, b), "traffic stops with the agent");
+    assert!(ping(&lab.container_ns(1, "b"), a));
+    lab.start_agent(0);
+    lab.wait_for("h1 to log its subnet again", Duration::from_secs(15), |l| {
+        l.agent_log(0).matches("holds").count() >= 2
+    });
+    assert_eq!(lab.subnet_of("h1").as_deref(), Some(before.as_str()));
+    assert!(ping(&from_a, b), "traffic after the restart");
+
+    // Crash: h2's record expires with its lease, and peers drop its route.
+    let h2 = lab.subnet_of("h2").unwrap();
+    assert!(lab.routes(0).contains(&h2));
+    lab.stop_agent(1, libc::SIGKILL);
+    lab.wait_for("h2 to vanish from h1", Duration::from_secs(20), |l| {
+        !l.routes(0).contains(&h2)
+    });
+    assert!(lab.subnet_of("h2").is_none(), "{:?}", lab.nodes());
+    assert!(!ping_once(&from_a, b));
+
+    // Removal: h3 goes from every peer at once, and its agent stops.
+    let h3 = lab.subnet_of("h3").unwrap();
+    assert!(lab.routes(0).contains(&h3));
+    let out = lab.rete_anywhere(&["node", "rm", "h3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.wait_for("h3 to vanish from h1", Duration::from_secs(10), |l| {
+        !l.routes(0).contains(&h3)
+    });
+    let agent = lab.hosts[2].agent.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "h3's agent still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", lab.agent_log(2));
+    assert!(lab.agent_log(2).contains("removed from the cluster"));
+    let out = lab.rete_anywhere(&["node", "rm", "h3"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no host \"h3\""), "{}", stderr(&out));
+}
+
+/// With etcd down, traffic goes on and agents keep running; when it
+/// returns, they catch up with a host that joined afterwards.
+#[test]
+fn etcd_outage() {
+    require_cluster_lab!();
+    let mut lab = ClusterLab::new("outage", 2, "vxlan", 10);
+    let b = lab.container(1, "b");
+    let from_a = {
+        lab.container(0, "a");
+        lab.container_ns(0, "a")
+    };
+    assert!(ping(&from_a, b));
+    lab.stop_etcd();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ping(&from_a, b), "traffic stops with etcd");
+    for i in 0..2 {
+        let agent = lab.hosts[i].agent.as_mut().unwrap();
+        assert!(agent.try_wait().unwrap().is_none(), "agent {i} exited");
+    }
+    lab.start_etcd();
+    lab.add_host(3);
+    lab.start_agent(2);
+    lab.wait_for("h3 in node ls", Duration::from_secs(30), |l| {
+        l.nodes().len() == 3
+    });
+    let h3 = lab.subnet_of("h3").unwrap();
+    lab.wait_for("h1 to learn h3", Duration::from_secs(30), |l| {
+        l.routes(0).contains(&h3)
+    });
+    lab.wait_for("h3's cluster network", Duration::from_secs(15), |l| {
+        l.rete(2, &["network", "inspect", "cluster"])
+            .status
+            .success()
+    });
+    let c = lab.container(2, "c");
+    assert!(ping(&from_a, c));
+    assert!(ping(&from_a, b));
+}
+
+/// Bad cluster settings are refused and change nothing.
+#[test]
+fn bad_cluster_settings() {
+    require_cluster_lab!();
+    let lab = ClusterLab::new("bad", 0, "vxlan", 10);
+    let out = lab.rete_anywhere(&[
+        "cluster",
+        "init",
+        "--cidr",
+        "10.99.0.0/16",
+        "--subnet-len",
+        "24",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already initialised with --cidr 10.244.0.0/16"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.rete_anywhere(&["cluster", "init", "--cidr", CIDR, "--subnet-len", "24"]);
+    assert!(
+        out.status.success(),
+        "repeating init is harmless: {}",
+        stderr(&out)
+    );
+    let out = lab.rete_anywhere(&[
+        "cluster",
+        "init",
+        "--cidr",
+        "10.0.0.0/16",
+        "--subnet-len",
+        "8",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--subnet-len 8 does not fit"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.rete_anywhere(&["agent", "--node-name", "x", "--lease-ttl", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--lease-ttl 1 is too short"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.rete_anywhere(&["agent", "--backend", "ipip"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown backend \"ipip\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(lab.nodes().is_empty());
+}
