@@ -63,12 +63,24 @@ struct ClusterLab {
     hosts: Vec<Host>,
     backend: &'static str,
     lease_ttl: u32,
+    /// etcd over https with client certificates.
+    tls: bool,
 }
 
 impl ClusterLab {
     /// The underlay, etcd (started, cluster initialised) and `n` hosts whose
     /// agents are started all at once.
     fn new(name: &str, n: usize, backend: &'static str, lease_ttl: u32) -> ClusterLab {
+        ClusterLab::with_tls(name, n, backend, lease_ttl, false)
+    }
+
+    fn with_tls(
+        name: &str,
+        n: usize,
+        backend: &'static str,
+        lease_ttl: u32,
+        tls: bool,
+    ) -> ClusterLab {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!(
             "rete-test-cluster-{name}-{}-{k}",
@@ -85,7 +97,11 @@ impl ClusterLab {
             hosts: Vec::new(),
             backend,
             lease_ttl,
+            tls,
         };
+        if tls {
+            lab.make_certificates();
+        }
         rete::netns::create(&lab.underlay).expect("create underlay namespace");
         sh_in(
             &lab.underlay,
@@ -141,10 +157,48 @@ impl ClusterLab {
         port
     }
 
+    /// A CA, etcd's server certificate for its address, and a client
+    /// certificate, all signed by the CA (openssl, P-256 keys).
+    fn make_certificates(&self) {
+        let d = self.dir.display();
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "set -e; cd {d}; \
+                 openssl req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=lab-ca; \
+                 openssl req {key} -keyout server.key -out server.csr -subj /CN=etcd; \
+                 echo subjectAltName=IP:{ETCD_IP} > san.ext; \
+                 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                   -out server.pem -days 1 -extfile san.ext; \
+                 openssl req {key} -keyout client.key -out client.csr -subj /CN=rete; \
+                 echo extendedKeyUsage=clientAuth > client.ext; \
+                 openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                   -out client.pem -days 1 -extfile client.ext"
+            ))
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl: {}", stderr(&out));
+    }
+
+    fn etcd_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{ETCD_IP}:2379")
+    }
+
     fn start_etcd(&mut self) {
         let data = self.dir.join("etcd-data");
-        let client = format!("http://{ETCD_IP}:2379");
+        let client = self.etcd_url();
         let mut cmd = Command::new(etcd_binary().unwrap());
+        if self.tls {
+            cmd.arg("--cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(self.dir.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
         cmd.args(["--name", "lab", "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &client])
@@ -188,7 +242,12 @@ impl ClusterLab {
             .env("RETE_NETNS_DIR", dir.join("ns"))
             .env("RETE_NETNS_ETC_DIR", dir.join("etc"))
             .env("RETE_RESOLV_CONF", dir.join("upstream-resolv.conf"))
-            .env("RETE_ETCD", format!("http://{ETCD_IP}:2379"));
+            .env("RETE_ETCD", self.etcd_url());
+        if self.tls {
+            cmd.env("RETE_ETCD_CA", self.dir.join("ca.pem"))
+                .env("RETE_ETCD_CERT", self.dir.join("client.pem"))
+                .env("RETE_ETCD_KEY", self.dir.join("client.key"));
+        }
     }
 
     fn start_agent(&mut self, i: usize) {
@@ -564,4 +623,48 @@ fn bad_cluster_settings() {
         stderr(&out)
     );
     assert!(lab.nodes().is_empty());
+}
+
+/// etcd over TLS with client certificates: settings, agents and listing
+/// work with the certificates, and nothing works without them.
+#[test]
+fn etcd_over_tls() {
+    require_cluster_lab!();
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: needs openssl to make the lab's certificates");
+        return;
+    }
+    let lab = ClusterLab::with_tls("tls", 2, "vxlan", 10, true);
+    let a = lab.container(0, "a");
+    let b = lab.container(1, "b");
+    assert!(ping(&lab.container_ns(0, "a"), b));
+    assert!(ping(&lab.container_ns(1, "b"), a));
+    // Without the client certificate etcd refuses the connection.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
+    cmd.args(["node", "ls", "--etcd", &lab.etcd_url()])
+        .args(["--etcd-ca"])
+        .arg(lab.dir.join("ca.pem"))
+        .env("RETE_STATE_DIR", lab.dir.join("admin2/state"))
+        .env("RETE_RUN_DIR", lab.dir.join("admin2/run"));
+    enter_on_exec(&mut cmd, &lab.outside);
+    let out = cmd.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Half a client identity is refused before connecting.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
+    cmd.args(["node", "ls", "--etcd", &lab.etcd_url(), "--etcd-cert"])
+        .arg(lab.dir.join("client.pem"))
+        .env("RETE_STATE_DIR", lab.dir.join("admin2/state"))
+        .env("RETE_RUN_DIR", lab.dir.join("admin2/run"));
+    enter_on_exec(&mut cmd, &lab.outside);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--etcd-cert and --etcd-key go together"),
+        "{}",
+        stderr(&out)
+    );
 }

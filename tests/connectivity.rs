@@ -71,7 +71,10 @@ fn isolated_networks_do_not_reach_each_other_but_a_container_on_both_does() {
     assert_eq!(tcp_reaches(&r_ns, &b_ns, b, 5100), None, "red -> blue tcp");
     assert_eq!(tcp_reaches(&b_ns, &r_ns, r, 5101), None, "blue -> red tcp");
     // Also not through the other network's address of the dual-homed one.
-    assert!(!ping_once(&r_ns, both_b), "red must not reach both's blue side");
+    assert!(
+        !ping_once(&r_ns, both_b),
+        "red must not reach both's blue side"
+    );
 
     // The container on both networks reaches each, and each reaches it.
     assert!(ping(&both_ns, r), "both -> red");
@@ -161,7 +164,10 @@ fn internal_network_reaches_its_members_and_gateway_but_not_outside() {
     assert_eq!(tcp_reaches(&a_ns, &lab.outside, outside, 5301), None);
     // Even with a route added by hand, the firewall drops routed traffic.
     sh_in(&a_ns, "ip route add default via 10.72.6.1");
-    assert!(!ping_once(&a_ns, outside), "internal traffic is not forwarded");
+    assert!(
+        !ping_once(&a_ns, outside),
+        "internal traffic is not forwarded"
+    );
     assert_eq!(tcp_reaches(&a_ns, &lab.outside, outside, 5302), None);
     // And the outside cannot get in either (with a route to the subnet).
     sh_in(&lab.outside, "ip route add 10.72.6.0/24 via 192.0.2.1");

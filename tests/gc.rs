@@ -419,7 +419,10 @@ fn gc_replumbs_a_container_whose_veth_was_deleted() {
     // Someone deletes the host end by hand: the pair goes, the namespace stays.
     lab.sh_host(&format!("ip link del {veth}"));
     let addr: IpAddr = "10.70.0.2".parse().unwrap();
-    assert!(!ping_once(&lab.host, addr), "the container should be cut off");
+    assert!(
+        !ping_once(&lab.host, addr),
+        "the container should be cut off"
+    );
 
     let report = lab.rete_ok(&["gc"]);
     assert!(

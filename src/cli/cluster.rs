@@ -2,11 +2,12 @@
 //! frontends over rete::cluster.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use ipnet::Ipv4Net;
 use rete::cluster::agent::{self, with_client, AgentOptions};
-use rete::cluster::registry::{self, Backend, ClusterConfig};
+use rete::cluster::registry::{self, Backend, ClusterConfig, EtcdConfig};
 use rete::{Engine, Error, Result};
 use serde::Serialize;
 
@@ -18,6 +19,26 @@ pub struct EtcdArgs {
     /// etcd endpoints, comma-separated (http://IP:PORT)
     #[arg(long, env = "RETE_ETCD", value_delimiter = ',', required = true)]
     etcd: Vec<String>,
+    /// CA certificate (PEM) that signed etcd's server certificate
+    #[arg(long, env = "RETE_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client-cert-auth
+    #[arg(long, env = "RETE_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM)
+    #[arg(long, env = "RETE_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    fn config(self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: self.etcd,
+            ca: self.etcd_ca,
+            cert: self.etcd_cert,
+            key: self.etcd_key,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -90,7 +111,7 @@ pub fn agent(engine: &mut Engine, a: AgentArgs) -> Result<i32> {
     agent::run(
         engine,
         AgentOptions {
-            etcd: a.etcd.etcd,
+            etcd: a.etcd.config(),
             backend: a.backend,
             node,
             underlay,
@@ -108,7 +129,7 @@ pub fn cluster(cmd: ClusterCommand) -> Result<i32> {
             subnet_len,
         } => {
             let config = ClusterConfig::new(cidr, subnet_len)?;
-            with_client(&etcd.etcd, async |c| registry::init(c, &config).await)?;
+            with_client(&etcd.config(), async |c| registry::init(c, &config).await)?;
             println!("{}", config.cidr);
             Ok(0)
         }
@@ -130,7 +151,7 @@ struct NodeView {
 pub fn node(cmd: NodeCommand) -> Result<i32> {
     match cmd {
         NodeCommand::Ls { etcd, format } => {
-            let nodes = with_client(&etcd.etcd, async |c| {
+            let nodes = with_client(&etcd.config(), async |c| {
                 let (entries, _) = registry::list(c).await?;
                 let mut out = Vec::new();
                 for e in entries {
@@ -167,7 +188,7 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
             Ok(0)
         }
         NodeCommand::Rm { etcd, name } => {
-            if !with_client(&etcd.etcd, async |c| registry::remove(c, &name).await)? {
+            if !with_client(&etcd.config(), async |c| registry::remove(c, &name).await)? {
                 return Err(Error::NotFound(format!(
                     "no host \"{name}\" in the cluster; see `rete node ls`"
                 )));

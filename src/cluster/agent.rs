@@ -18,7 +18,8 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::datapath::{overlay_mtu, tracing_warn, Datapath};
 use super::registry::{
-    self, claim, etcd_error, Backend, ClusterConfig, NodeRecord, NodeRecordTemplate, SUBNETS_PREFIX,
+    self, claim, etcd_error, Backend, ClusterConfig, EtcdConfig, NodeRecord, NodeRecordTemplate,
+    SUBNETS_PREFIX,
 };
 use crate::engine::{NetworkRequest, SubnetRequest};
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ pub const CLUSTER_NETWORK: &str = "cluster";
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    pub etcd: Vec<String>,
+    pub etcd: EtcdConfig,
     pub backend: Backend,
     pub node: String,
     /// The underlay address; else found from the route toward etcd.
@@ -57,7 +58,7 @@ pub fn run(engine: &mut Engine, opts: AgentOptions) -> Result<()> {
     }
     let underlay = match opts.underlay {
         Some(a) => a,
-        None => registry::local_address_toward(&opts.etcd)?,
+        None => registry::local_address_toward(&opts.etcd.endpoints)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -276,7 +277,10 @@ fn subnet_of_key(key: &[u8]) -> Option<Ipv4Net> {
 
 /// Connects and runs `f` once: the short commands (`cluster init`,
 /// `node ls`, `node rm`).
-pub fn with_client<T>(etcd: &[String], f: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
+pub fn with_client<T>(
+    etcd: &EtcdConfig,
+    f: impl AsyncFnOnce(&mut Client) -> Result<T>,
+) -> Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

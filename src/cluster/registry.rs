@@ -9,6 +9,7 @@
 //!   and with it the host from every peer's datapath.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use ipnet::Ipv4Net;
@@ -110,18 +111,77 @@ pub fn subnet_key(subnet: Ipv4Net) -> String {
 }
 
 pub fn etcd_error(what: &str, e: etcd_client::Error) -> Error {
-    Error::Cluster(format!("{what}: {e}"))
+    Error::Cluster(format!("{what}: {}", describe(&e)))
+}
+
+/// The error's text, with its details when the text alone says little (a
+/// transport error does not say which certificate was refused).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::TransportError(t) => format!("{e} ({t:?})"),
+        _ => e.to_string(),
+    }
+}
+
+/// How to reach etcd: endpoints and, for https ones, TLS files.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// The CA that signed etcd's server certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, for etcd's --client-cert-auth.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdConfig {
+    fn tls(&self) -> Result<Option<etcd_client::TlsOptions>> {
+        if self.ca.is_none() && self.cert.is_none() && self.key.is_none() {
+            return Ok(None);
+        }
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p)
+                .map_err(|e| Error::Invalid(format!("cannot read the {what} {}: {e}", p.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(
+                ca,
+                "etcd CA (--etcd-ca)",
+            )?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read(c, "client certificate (--etcd-cert)")?,
+                    read(k, "client key (--etcd-key)")?,
+                ))
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Invalid(
+                    "--etcd-cert and --etcd-key go together; give both or neither".into(),
+                ))
+            }
+        }
+        Ok(Some(tls))
+    }
 }
 
 /// Connects to the first etcd endpoint that answers.
-pub async fn connect(endpoints: &[String]) -> Result<Client> {
-    let opts = etcd_client::ConnectOptions::new()
+pub async fn connect(etcd: &EtcdConfig) -> Result<Client> {
+    let endpoints = &etcd.endpoints;
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(std::time::Duration::from_secs(2))
         .with_timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = etcd.tls()? {
+        opts = opts.with_tls(tls);
+    }
     Client::connect(endpoints, Some(opts)).await.map_err(|e| {
         Error::Cluster(format!(
-            "cannot reach etcd at {}: {e}; check --etcd",
-            endpoints.join(",")
+            "cannot reach etcd at {}: {}; check --etcd and its TLS files",
+            endpoints.join(","),
+            describe(&e)
         ))
     })
 }
