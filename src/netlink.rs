@@ -19,7 +19,8 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -167,8 +168,8 @@ impl Rtnl {
         self.create(RouteNetlinkMessage::NewLink(b.build()))
     }
 
-    /// Creates a veth pair in one request: `host` in this namespace, up and
-    /// plugged into `bridge`; `peer` created directly inside the namespace
+    /// Creates a veth pair in one request: `host` in this namespace, plugged
+    /// into `bridge` (down: see [`Rtnl::start_port`]); `peer` created directly inside the namespace
     /// `peer_ns`, with an optional MAC address. Creating the peer where it
     /// belongs saves the move and rename a two-step setup needs. The peer
     /// cannot be created up: the kernel opens it before the pair is linked
@@ -186,22 +187,30 @@ impl Rtnl {
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host.to_string())
             .controller(spec.bridge)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-            .up();
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
         self.create(RouteNetlinkMessage::NewLink(host.build()))
     }
 
-    /// Puts a bridge port in hairpin mode (frames may leave by the port they
-    /// came in on). Bridge-port settings are only taken by RTM_NEWLINK on an
-    /// existing link, as `ip link set NAME type bridge_slave hairpin on` does.
-    pub fn set_hairpin(&mut self, name: &str) -> io::Result<()> {
+    /// Brings a new bridge port up in hairpin mode (frames may leave by the
+    /// port they came in on), without IPv6 addresses of its own, in one
+    /// request. Bridge-port settings are only taken by RTM_NEWLINK on an
+    /// existing link, as `ip link set NAME type bridge_slave hairpin on`
+    /// does, and the address generation mode only before the link is first
+    /// up. A port needs no link-local address; without one, creating and
+    /// deleting ports skips IPv6 autoconfiguration and the walks of the
+    /// host's IPv6 routes it triggers, costs that grow with every container.
+    pub fn start_port(&mut self, name: &str) -> io::Result<()> {
         let msg = LinkMessageBuilder::<LinkBridgePort>::default()
             .name(name.to_string())
             .set_port_kind(InfoPortKind::Bridge)
             .hairpin(true)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .up()
             .build();
         self.change(RouteNetlinkMessage::NewLink(msg))
     }

@@ -175,8 +175,8 @@ pub(super) fn plumb(
     // gets its packets back on the port they came in on. With br_netfilter
     // loaded the DNAT happens at the bridge, which will not send a frame out
     // of its ingress port unless the port is in hairpin mode.
-    host.set_hairpin(&ep.host_ifname)
-        .map_err(|e| Error::kernel(format!("set hairpin mode on {}", ep.host_ifname), e))?;
+    host.start_port(&ep.host_ifname)
+        .map_err(|e| Error::kernel(format!("bring up bridge port {}", ep.host_ifname), e))?;
 
     let ifname = ep.ifname.clone();
     let link = inner
