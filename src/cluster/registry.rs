@@ -281,10 +281,15 @@ pub async fn claim(
         }
     }
     let taken: Vec<Ipv4Net> = entries.iter().map(|e| e.record.subnet).collect();
+    // Each host starts its search at its own place in the range, so agents
+    // starting together do not all race for the same first free subnet.
+    let mut all: Vec<Ipv4Net> = config.subnets().collect();
+    let start = start_offset(me.node, all.len());
+    all.rotate_left(start);
     let candidates = preferred
         .filter(|p| config.cidr.contains(p) && p.prefix_len() == config.subnet_len)
         .into_iter()
-        .chain(config.subnets())
+        .chain(all)
         .filter(|s| !taken.contains(s));
     for subnet in candidates {
         let record = me.with_subnet(subnet);
@@ -309,6 +314,19 @@ pub async fn claim(
         "every /{} subnet of the cluster range {} is held by a host; remove hosts with `rete node rm` or use a larger range",
         config.subnet_len, config.cidr
     )))
+}
+
+/// Where host `node` starts looking among `n` subnets: a hash of its name
+/// (FNV-1a, stable across versions and machines).
+fn start_offset(node: &str, n: usize) -> usize {
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    if n == 0 {
+        0
+    } else {
+        (hash % n as u64) as usize
+    }
 }
 
 /// The parts of a host's record that do not depend on its subnet.
