@@ -259,24 +259,12 @@ pub async fn claim(
     let (entries, _) = list(client).await?;
     if let Some(own) = entries.iter().find(|e| e.record.node == me.node) {
         let record = me.with_subnet(own.record.subnet);
-        let key = subnet_key(own.record.subnet);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                own.mod_revision,
-            )])
-            .and_then([TxnOp::put(
-                key,
-                serde_json::to_string(&record)?,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        if client
-            .txn(txn)
-            .await
-            .map_err(|e| etcd_error("renew subnet", e))?
-            .succeeded()
-        {
+        let unchanged = Compare::mod_revision(
+            subnet_key(own.record.subnet),
+            CompareOp::Equal,
+            own.mod_revision,
+        );
+        if put_if(client, unchanged, &record, lease, "renew subnet").await? {
             return Ok(record);
         }
     }
@@ -293,20 +281,8 @@ pub async fn claim(
         .filter(|s| !taken.contains(s));
     for subnet in candidates {
         let record = me.with_subnet(subnet);
-        let key = subnet_key(subnet);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                serde_json::to_string(&record)?,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        if client
-            .txn(txn)
-            .await
-            .map_err(|e| etcd_error("lease a subnet", e))?
-            .succeeded()
-        {
+        let absent = Compare::create_revision(subnet_key(subnet), CompareOp::Equal, 0);
+        if put_if(client, absent, &record, lease, "lease a subnet").await? {
             return Ok(record);
         }
     }
@@ -314,6 +290,27 @@ pub async fn claim(
         "every /{} subnet of the cluster range {} is held by a host; remove hosts with `rete node rm` or use a larger range",
         config.subnet_len, config.cidr
     )))
+}
+
+/// Writes `record` under its subnet's key, bound to `lease`, if `when`
+/// holds; returns whether it did.
+async fn put_if(
+    client: &mut Client,
+    when: Compare,
+    record: &NodeRecord,
+    lease: i64,
+    what: &str,
+) -> Result<bool> {
+    let txn = Txn::new().when([when]).and_then([TxnOp::put(
+        subnet_key(record.subnet),
+        serde_json::to_string(record)?,
+        Some(PutOptions::new().with_lease(lease)),
+    )]);
+    Ok(client
+        .txn(txn)
+        .await
+        .map_err(|e| etcd_error(what, e))?
+        .succeeded())
 }
 
 /// Where host `node` starts looking among `n` subnets: a hash of its name
