@@ -25,4 +25,30 @@ impl Paths {
             etc_dir: var("RETE_NETNS_ETC_DIR", "/etc/netns"),
         }
     }
+
+    /// [`Paths::from_env`], with settings the environment lacks taken from
+    /// `file` (`KEY=VALUE` lines of the same variables) if it exists.
+    pub fn from_env_and_file(file: &std::path::Path) -> Self {
+        let mut paths = Paths::from_env();
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return paths;
+        };
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let (key, value) = (key.trim(), PathBuf::from(value.trim()));
+            if std::env::var_os(key).is_some() {
+                continue;
+            }
+            match key {
+                "RETE_STATE_DIR" => paths.state_dir = value,
+                "RETE_RUN_DIR" => paths.run_dir = value,
+                "RETE_NETNS_DIR" => paths.netns_dir = value,
+                "RETE_NETNS_ETC_DIR" => paths.etc_dir = value,
+                _ => {}
+            }
+        }
+        paths
+    }
 }

@@ -52,6 +52,20 @@ impl Podman {
         let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rete"), bin.join("netavark")).unwrap();
+        // `podman run --rm` tears down from `podman container cleanup`,
+        // which conmon starts without our environment: the file beside the
+        // link points it at the lab's store too.
+        std::fs::write(
+            bin.join("rete.env"),
+            format!(
+                "RETE_STATE_DIR={}\nRETE_RUN_DIR={}\nRETE_NETNS_DIR={}\nRETE_NETNS_ETC_DIR={}\n",
+                lab.state_dir().display(),
+                d.join("run").display(),
+                lab.netns_dir().display(),
+                d.join("etc-netns").display()
+            ),
+        )
+        .unwrap();
         let (nofile, nproc) = ulimits();
         std::fs::write(
             d.join("containers.conf"),

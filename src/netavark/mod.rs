@@ -169,8 +169,18 @@ fn refuse_rootless(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where rete's store is: RETE_* in the environment, else a `rete.env`
+/// beside the `netavark` link, else the defaults. The file matters for
+/// `podman run --rm`: its teardown runs in `podman container cleanup`,
+/// which conmon starts with almost no environment.
 fn open_engine() -> Result<Engine, Failure> {
-    Engine::open(Paths::from_env()).map_err(|e| Failure(format!("rete's store is unusable: {e}")))
+    let beside = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(|d| d.join("rete.env")))
+        .unwrap_or_default();
+    Engine::open(Paths::from_env_and_file(&beside))
+        .map_err(|e| Failure(format!("rete's store is unusable: {e}")))
 }
 
 fn read_input(args: &Args) -> Result<Vec<u8>, Failure> {
