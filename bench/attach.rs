@@ -17,10 +17,16 @@
 //! - floor:    `ip -batch -` in the host namespace (veth into the container, on
 //!   the bridge, up) + `ip -batch -` in the container (address, links up,
 //!   default route) / one `ip link del`. No NAT, no published port: a floor.
+//! - rete-cni: rete as a CNI plugin (`type: rete`, the same subnet and
+//!   portMappings capability as the chain), one process for ADD / one for DEL
+//! - rete-netavark: rete invoked as `netavark` (a symlink), given the same
+//!   JSON and command line as the netavark peer
 //!
 //! Run as root: `bench/run.sh` or
 //! `cargo build --release --bin rete --example bench_attach && target/release/examples/bench_attach --n 1000`.
 
+#[path = "cniconf.rs"]
+mod cniconf;
 #[path = "lab.rs"]
 mod lab;
 
@@ -32,16 +38,23 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cniconf::{GATEWAY, SUBNET};
 use lab::{cmd_in, ip_batch, median, ms, run, timed, Lab, Ns, Res};
 
 #[derive(Parser)]
-#[command(about = "Attach/detach latency: rete vs netavark vs CNI plugins vs a bare `ip` floor")]
+#[command(
+    about = "Attach/detach latency: rete (CLI, CNI plugin, as netavark) vs netavark vs CNI plugins vs a bare `ip` floor"
+)]
 struct Args {
     /// Containers attached one after another per peer
     #[arg(long, default_value_t = 100)]
     n: usize,
     /// Peers to run, comma separated
-    #[arg(long, default_value = "rete,netavark,cni,floor", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "rete,rete-cni,rete-netavark,netavark,cni,floor",
+        value_delimiter = ','
+    )]
     peers: Vec<String>,
     /// How many of the first and of the last samples make the growth medians
     #[arg(long, default_value_t = 20)]
@@ -68,9 +81,6 @@ struct Args {
 fn addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i as u32)
 }
-
-const SUBNET: &str = "10.200.0.0/16";
-const GATEWAY: &str = "10.200.0.1";
 
 trait Peer {
     fn name(&self) -> &'static str;
@@ -184,12 +194,14 @@ impl Peer for Rete {
     }
 }
 
-// ---- netavark ----
+// ---- netavark, and rete invoked as netavark ----
 
 struct Netavark {
+    name: &'static str,
     bin: PathBuf,
     host: Ns,
     config: PathBuf,
+    env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Netavark {
@@ -197,9 +209,40 @@ impl Netavark {
         let host = lab.netns(&format!("rb-netavark-{tag}"))?;
         ip_batch(&host, "link set lo up")?;
         Ok(Netavark {
+            name: "netavark",
             bin,
             host,
             config: lab.subdir("netavark")?,
+            // 1.4 has no --firewall-driver; this is what it picks without
+            // firewalld.
+            env: vec![("NETAVARK_FW", "iptables".into())],
+        })
+    }
+
+    /// rete as Podman's backend: a symlink named `netavark` to the rete
+    /// binary, called exactly as netavark is; rete's store in the lab (Podman
+    /// passes its environment on, so this is how a user points it there).
+    fn rete(lab: &Lab, rete: PathBuf, tag: &str) -> Res<Self> {
+        let host = lab.netns(&format!("rb-rete-netavark-{tag}"))?;
+        ip_batch(&host, "link set lo up")?;
+        let dir = lab.subdir("rete-netavark")?;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+        let target =
+            std::fs::canonicalize(&rete).map_err(|e| format!("{}: {e}", rete.display()))?;
+        let link = bin.join("netavark");
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| format!("symlink {}: {e}", link.display()))?;
+        Ok(Netavark {
+            name: "rete-netavark",
+            bin: link,
+            host,
+            config: lab.subdir("rete-netavark/config")?,
+            env: vec![
+                ("RETE_STATE_DIR", dir.join("state")),
+                ("RETE_RUN_DIR", dir.join("run")),
+                ("RETE_NETNS_DIR", dir.join("netns")),
+            ],
         })
     }
 
@@ -228,7 +271,7 @@ impl Netavark {
         let json = Self::json(i);
         let h = self.host.open()?;
         let mut cmd = cmd_in(&h, self.bin.to_str().unwrap());
-        cmd.env("NETAVARK_FW", "iptables")
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config)
             .args(["--rootless", "false", verb])
@@ -239,7 +282,7 @@ impl Netavark {
 
 impl Peer for Netavark {
     fn name(&self) -> &'static str {
-        "netavark"
+        self.name
     }
     fn host(&self) -> &Ns {
         &self.host
@@ -251,11 +294,25 @@ impl Peer for Netavark {
         self.go("teardown", i, cns)
     }
     fn version(&self) -> String {
-        Command::new(&self.bin)
-            .arg("--version")
+        if self.name == "netavark" {
+            return Command::new(&self.bin)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+        }
+        // rete's `netavark version` prints JSON, as netavark's does.
+        let v = Command::new(&self.bin)
+            .arg("version")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        format!(
+            "rete {v} invoked as netavark (symlink {})",
+            self.bin.display()
+        )
     }
 }
 
@@ -275,21 +332,7 @@ impl Cni {
         let host = lab.netns(&format!("rb-cni-{tag}"))?;
         ip_batch(&host, "link set lo up")?;
         let ipam = lab.subdir("cni-ipam")?;
-        let bridge_conf = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": "bench",
-            "type": "bridge",
-            "bridge": "cni-bench",
-            "isGateway": true,
-            "ipMasq": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": ipam
-            }
-        })
-        .to_string();
+        let bridge_conf = cniconf::reference_bridge(&ipam);
         Ok(Cni {
             path,
             host,
@@ -309,16 +352,7 @@ impl Cni {
     }
 
     fn portmap(i: usize, prev: serde_json::Value) -> String {
-        serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": "bench",
-            "type": "portmap",
-            "capabilities": {"portMappings": true},
-            "snat": true,
-            "runtimeConfig": {"portMappings": [{"hostPort": 10000 + i, "containerPort": 80, "protocol": "tcp"}]},
-            "prevResult": prev
-        })
-        .to_string()
+        cniconf::reference_portmap(10000 + i as u16, prev)
     }
 }
 
@@ -364,6 +398,85 @@ impl Peer for Cni {
             .and_then(|s| s.lines().next().map(str::to_string))
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
+    }
+}
+
+// ---- rete as a CNI plugin ----
+
+struct ReteCni {
+    bin: PathBuf,
+    host: Ns,
+    dir: PathBuf,
+    /// Each attached container's ADD result, DEL's prevResult.
+    results: Vec<Option<serde_json::Value>>,
+}
+
+impl ReteCni {
+    fn new(lab: &Lab, bin: PathBuf, tag: &str) -> Res<Self> {
+        let host = lab.netns(&format!("rb-rete-cni-{tag}"))?;
+        ip_batch(&host, "link set lo up")?;
+        Ok(ReteCni {
+            bin,
+            host,
+            dir: lab.subdir("rete-cni")?,
+            results: Vec::new(),
+        })
+    }
+
+    /// The plugin process, with the environment a runtime gives it (the
+    /// binary is a CNI plugin when CNI_COMMAND is set) and rete's store in
+    /// the lab.
+    fn plugin(&self, h: &File, command: &str, i: usize, cns: &Ns) -> Command {
+        let mut cmd = cmd_in(h, self.bin.to_str().unwrap());
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", format!("{i:064x}"))
+            .env("CNI_NETNS", &cns.path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", self.bin.parent().unwrap_or(&self.bin))
+            .env("RETE_STATE_DIR", self.dir.join("state"))
+            .env("RETE_RUN_DIR", self.dir.join("run"))
+            .env("RETE_NETNS_DIR", self.dir.join("netns"));
+        cmd
+    }
+}
+
+impl Peer for ReteCni {
+    fn name(&self) -> &'static str {
+        "rete-cni"
+    }
+    fn host(&self) -> &Ns {
+        &self.host
+    }
+    fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let conf = cniconf::rete_plugin(10000 + i as u16, None);
+        let mut cmd = self.plugin(&h, "ADD", i, cns);
+        let (dt, out) = timed(&mut cmd, conf.as_bytes())?;
+        let result: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("rete result: {e}: {out}"))?;
+        if self.results.len() <= i {
+            self.results.resize(i + 1, None);
+        }
+        self.results[i] = Some(result);
+        Ok(dt)
+    }
+    fn detach(&mut self, i: usize, cns: &Ns) -> Res<Duration> {
+        let h = self.host.open()?;
+        let prev = self.results[i].take().ok_or("detach before attach")?;
+        let conf = cniconf::rete_plugin(10000 + i as u16, Some(&prev));
+        let mut cmd = self.plugin(&h, "DEL", i, cns);
+        timed(&mut cmd, conf.as_bytes()).map(|r| r.0)
+    }
+    fn version(&self) -> String {
+        let v = Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        format!(
+            "{v} as a CNI plugin (type rete, cniVersion {}, disableDns)",
+            cniconf::CNI_VERSION
+        )
     }
 }
 
@@ -486,6 +599,16 @@ fn bench(args: Args) -> Res<()> {
                 args.rete.clone().unwrap_or_else(lab::default_rete),
                 &tag,
                 args.rete_dns,
+            )?),
+            "rete-cni" => Box::new(ReteCni::new(
+                &lab,
+                args.rete.clone().unwrap_or_else(lab::default_rete),
+                &tag,
+            )?),
+            "rete-netavark" => Box::new(Netavark::rete(
+                &lab,
+                args.rete.clone().unwrap_or_else(lab::default_rete),
+                &tag,
             )?),
             "netavark" => Box::new(Netavark::new(&lab, args.netavark.clone(), &tag)?),
             "cni" => Box::new(Cni::new(&lab, args.cni_path.clone(), &tag)?),
@@ -649,59 +772,123 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         );
     }
     let find = |n: &str| peers.iter().position(|p| p.name() == n);
-    let Some(r) = find("rete") else { return };
-    println!();
-    println!("Ratios of medians (rete / other; < 1 means rete is faster):");
-    println!();
-    println!("| rete / | attach (all) | attach (first {w}) | attach (last {w}) | detach (all) | detach (first {w}) | detach (last {w}) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for other in ["floor", "netavark", "cni"] {
-        let Some(o) = find(other) else { continue };
-        let (ra, rd) = &rows[r];
-        let (oa, od) = &rows[o];
-        println!(
-            "| {other} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            ra.all / oa.all,
-            ra.first / oa.first,
-            ra.last / oa.last,
-            rd.all / od.all,
-            rd.first / od.first,
-            rd.last / od.last
-        );
+    // (rete in one of its roles, the peer it stands in for or the floor)
+    let pairs: Vec<(usize, usize)> = [
+        ("rete", "floor"),
+        ("rete", "netavark"),
+        ("rete", "cni"),
+        ("rete-cni", "cni"),
+        ("rete-cni", "floor"),
+        ("rete-netavark", "netavark"),
+        ("rete-netavark", "floor"),
+    ]
+    .iter()
+    .filter_map(|(a, b)| Some((find(a)?, find(b)?)))
+    .collect();
+    if !pairs.is_empty() {
+        println!();
+        println!("Ratios of medians (a / b; < 1 means a is faster):");
+        println!();
+        println!("| a / b | attach (all) | attach (first {w}) | attach (last {w}) | detach (all) | detach (first {w}) | detach (last {w}) |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for &(a, b) in &pairs {
+            let (aa, ad) = &rows[a];
+            let (ba, bd) = &rows[b];
+            println!(
+                "| {} / {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                peers[a].name(),
+                peers[b].name(),
+                aa.all / ba.all,
+                aa.first / ba.first,
+                aa.last / ba.last,
+                ad.all / bd.all,
+                ad.first / bd.first,
+                ad.last / bd.last
+            );
+        }
     }
     println!();
+    let retes: Vec<usize> = ["rete", "rete-cni", "rete-netavark"]
+        .iter()
+        .filter_map(|n| find(n))
+        .collect();
+    let block = if args.n <= 500 { 50 } else { 100 };
     if let Some(f) = find("floor") {
-        // Paired: container i of rete against container i of the floor,
-        // attached moments apart, so machine noise mostly cancels.
-        println!("Paired with the floor (container i against container i): median of rete - floor, and how often rete was faster:");
+        // Paired: container i of a rete peer against container i of the
+        // floor, attached moments apart, so machine noise mostly cancels.
+        println!("Paired with the floor (container i against container i): median of peer - floor, and how often the peer was faster:");
         println!();
         let w = w.max(args.n.min(100));
-        for (op, rv, fv) in [
-            ("attach", &samples[r].attach, &samples[f].attach),
-            ("detach", &samples[r].detach, &samples[f].detach),
-        ] {
-            let d: Vec<f64> = rv.iter().zip(fv).map(|(a, b)| a - b).collect();
-            let part = |lo: usize, hi: usize| {
-                let x = &d[lo..hi];
-                format!(
-                    "{:+.2} ms, faster in {}/{}",
-                    median(x),
-                    x.iter().filter(|v| **v < 0.0).count(),
-                    x.len()
-                )
-            };
-            println!(
-                "- {op}: all {}; first {w}: {}; last {w}: {}",
-                part(0, d.len()),
-                part(0, w),
-                part(d.len() - w, d.len())
-            );
+        for &r in &retes {
+            for (op, rv, fv) in [
+                ("attach", &samples[r].attach, &samples[f].attach),
+                ("detach", &samples[r].detach, &samples[f].detach),
+            ] {
+                let d: Vec<f64> = rv.iter().zip(fv).map(|(a, b)| a - b).collect();
+                let part = |lo: usize, hi: usize| {
+                    let x = &d[lo..hi];
+                    format!(
+                        "{:+.2} ms, faster in {}/{}",
+                        median(x),
+                        x.iter().filter(|v| **v < 0.0).count(),
+                        x.len()
+                    )
+                };
+                println!(
+                    "- {} {op}: all {}; first {w}: {}; last {w}: {}",
+                    peers[r].name(),
+                    part(0, d.len()),
+                    part(0, w),
+                    part(d.len() - w, d.len())
+                );
+            }
         }
         println!();
     }
-    let (ra, _) = &rows[r];
+    // Attach medians by blocks of containers: how each peer grows.
+    println!("Attach medians (ms) by blocks of {block} containers:");
+    println!();
+    let mut head = String::from("| containers |");
+    let mut rule = String::from("|---|");
+    for p in peers {
+        head.push_str(&format!(" {} |", p.name()));
+        rule.push_str("---:|");
+    }
     if let Some(f) = find("floor") {
-        let fa = &rows[f].0;
+        for &r in &retes {
+            head.push_str(&format!(" {} / {} |", peers[r].name(), peers[f].name()));
+            rule.push_str("---:|");
+        }
+    }
+    println!("{head}");
+    println!("{rule}");
+    let blocks: Vec<(usize, usize)> = (0..args.n)
+        .step_by(block)
+        .map(|lo| (lo, (lo + block).min(args.n)))
+        .collect();
+    let mut over_floor: Vec<Vec<String>> = vec![Vec::new(); peers.len()];
+    for &(lo, hi) in &blocks {
+        let mut line = format!("| {}-{} |", lo + 1, hi);
+        let m: Vec<f64> = samples.iter().map(|s| median(&s.attach[lo..hi])).collect();
+        for x in &m {
+            line.push_str(&format!(" {x:.2} |"));
+        }
+        if let Some(f) = find("floor") {
+            for &r in &retes {
+                let q = m[r] / m[f];
+                if q > 1.0 {
+                    over_floor[r].push(format!("{}-{} ({q:.2})", lo + 1, hi));
+                }
+                line.push_str(&format!(" {q:.2} |"));
+            }
+        }
+        println!("{line}");
+    }
+    println!();
+
+    let factor = |a: usize, b: usize| rows[b].0.all / rows[a].0.all;
+    if let (Some(r), Some(f)) = (find("rete"), find("floor")) {
+        let (ra, fa) = (&rows[r].0, &rows[f].0);
         let met = ra.all <= fa.all;
         println!(
             "- target rete median attach <= floor's: {} ({:.2} ms vs {:.2} ms)",
@@ -721,12 +908,53 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
             }
         );
     }
-    if let Some(n) = find("netavark") {
-        let na = &rows[n].0;
-        let x = na.all / ra.all;
+    if let (Some(r), Some(n)) = (find("rete"), find("netavark")) {
+        let x = factor(r, n);
         println!(
             "- target rete >= 15x faster than netavark (attach, all): {} ({x:.1}x)",
             if x >= 15.0 { "met" } else { "NOT met" }
+        );
+    }
+    if let (Some(r), Some(c)) = (find("rete-cni"), find("cni")) {
+        let x = factor(r, c);
+        println!(
+            "- target rete-cni median ADD >= 20x faster than the reference chain: {} ({x:.1}x; {:.2} ms vs {:.2} ms)",
+            if x >= 20.0 { "met" } else { "NOT met" },
+            rows[r].0.all,
+            rows[c].0.all
+        );
+    }
+    if let (Some(r), Some(f)) = (find("rete-cni"), find("floor")) {
+        let (ra, fa) = (&rows[r].0, &rows[f].0);
+        let over = &over_floor[r];
+        println!(
+            "- target rete-cni median ADD within the floor at every N: {} (all {:.2} vs {:.2} ms, first {w} {:.2} vs {:.2}, last {w} {:.2} vs {:.2}; blocks of {block} over the floor: {})",
+            if ra.all <= fa.all && ra.first <= fa.first && ra.last <= fa.last && over.is_empty() {
+                "met"
+            } else {
+                "NOT met"
+            },
+            ra.all,
+            fa.all,
+            ra.first,
+            fa.first,
+            ra.last,
+            fa.last,
+            if over.is_empty() {
+                "none".to_string()
+            } else {
+                over.join(", ")
+            }
+        );
+    }
+    if let (Some(r), Some(n)) = (find("rete-netavark"), find("netavark")) {
+        let x = factor(r, n);
+        println!(
+            "- target rete-netavark setup >= 15x faster than netavark: {} ({x:.1}x; {:.2} ms vs {:.2} ms; teardown {:.1}x)",
+            if x >= 15.0 { "met" } else { "NOT met" },
+            rows[r].0.all,
+            rows[n].0.all,
+            rows[n].1.all / rows[r].1.all
         );
     }
 }

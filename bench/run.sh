@@ -1,27 +1,34 @@
 #!/bin/bash
 # Runs rete's benchmarks (see docs/benchmarks.md) as root:
 #
-#   sudo bench/run.sh                 # throughput, then attach/detach at N=300
+#   sudo bench/run.sh                 # throughput, attach/detach at N=300,
+#                                     # parallel CNI ADDs, podman run
 #   sudo bench/run.sh --n 1000        # 1000 containers per peer (~25-30 min)
-#   sudo bench/run.sh --attach-only   # or --throughput-only
+#   sudo bench/run.sh --attach-only   # or --throughput-only, --parallel-only,
+#                                     # --podman-only (these combine)
 #
-# Options: --n N (default 300, at most 1023), --peers rete,netavark,cni,floor,
-# --seconds S and --runs R (throughput; default 5 and 3), --out DIR (where
+# Options: --n N (default 300, at most 1023), --peers LIST (attach/detach;
+# default rete,rete-cni,rete-netavark,netavark,cni,floor), --seconds S and
+# --runs R (throughput; default 5 and 3), --count C and --reps R (parallel
+# ADDs; default 100 and 3), --podman-runs R (default 15), --out DIR (where
 # results go; default bench/results).
 #
 # Everything happens in namespaces created under a temporary directory; the
-# root namespace and /run/netns are never touched. On exit, also on failure
-# or Ctrl-C, every namespace pinned under that directory is unpinned and the
-# directory removed; the script then checks that `ip netns list` and the root
-# namespace's links are as they were.
+# root namespace and /run/netns are never touched (Podman runs in a private
+# mount namespace with lab directories over /run and rete's defaults). On
+# exit, also on failure or Ctrl-C, every namespace pinned under that
+# directory is unpinned and the directory removed; the script then checks
+# that `ip netns list` and the root namespace's links are as they were.
 set -euo pipefail
 
 N=300
-PEERS=rete,netavark,cni,floor
+PEERS=rete,rete-cni,rete-netavark,netavark,cni,floor
 SECONDS_PER_TEST=5
 RUNS=3
-ATTACH=1
-THROUGHPUT=1
+COUNT=100
+REPS=3
+PODMAN_RUNS=15
+ONLY=""
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/bench/results
 
@@ -31,13 +38,20 @@ while [ $# -gt 0 ]; do
         --peers) PEERS=$2; shift 2 ;;
         --seconds) SECONDS_PER_TEST=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
+        --count) COUNT=$2; shift 2 ;;
+        --reps) REPS=$2; shift 2 ;;
+        --podman-runs) PODMAN_RUNS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        --attach-only) THROUGHPUT=0; shift ;;
-        --throughput-only) ATTACH=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --attach-only) ONLY="$ONLY attach"; shift ;;
+        --throughput-only) ONLY="$ONLY throughput"; shift ;;
+        --parallel-only) ONLY="$ONLY parallel"; shift ;;
+        --podman-only) ONLY="$ONLY podman"; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+PARTS=${ONLY:-throughput attach parallel podman}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 [ "$(id -u)" = 0 ] || { echo "run as root: network namespaces need it" >&2; exit 1; }
 for tool in ip iperf3 cargo findmnt; do
@@ -54,8 +68,9 @@ cleanup() {
     set +eo pipefail
     # End helpers a program under test left running for the lab (rete's
     # resolver, say), found by their RETE_RUN_DIR, by process id.
+    # Podman's processes (conmon, cleanup) by their CONTAINERS_CONF.
     for p in /proc/[0-9]*; do
-        if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -q "^RETE_RUN_DIR=$LAB/"; then
+        if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -q -e "^RETE_RUN_DIR=$LAB/" -e "^CONTAINERS_CONF=$LAB/"; then
             kill "${p#/proc/}" 2>/dev/null
         fi
     done
@@ -76,7 +91,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cd "$ROOT"
-cargo build --release --bin rete --example bench_attach --example bench_throughput
+cargo build --release --bin rete --example bench_attach --example bench_throughput \
+    --example bench_parallel --example bench_podman
 # A private copy: a concurrent rebuild cannot change the binary mid-run.
 cp target/release/rete "$LAB/rete"
 mkdir -p "$OUT"
@@ -86,7 +102,7 @@ REPORT=$OUT/$STAMP.md
 {
     echo "# rete benchmark run $STAMP"
     echo
-    echo "- command: bench/run.sh --n $N --peers $PEERS --seconds $SECONDS_PER_TEST --runs $RUNS$([ $ATTACH = 1 ] || echo ' --throughput-only')$([ $THROUGHPUT = 1 ] || echo ' --attach-only')"
+    echo "- command: bench/run.sh --n $N --peers $PEERS --seconds $SECONDS_PER_TEST --runs $RUNS --count $COUNT --reps $REPS --podman-runs $PODMAN_RUNS$(for p in $ONLY; do printf ' --%s-only' "$p"; done)"
     dirty=""
     if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null \
         || [ -n "$(git -C "$ROOT" ls-files --others --exclude-standard -- src 2>/dev/null)" ]; then
@@ -99,13 +115,24 @@ REPORT=$OUT/$STAMP.md
 
 # Throughput first: the attach run ends by freeing thousands of namespaces,
 # work the kernel does in the background that would disturb iperf3.
-if [ $THROUGHPUT = 1 ]; then
+if part throughput; then
     target/release/examples/bench_throughput --seconds "$SECONDS_PER_TEST" --runs "$RUNS" \
         --rete "$LAB/rete" --dir "$LAB/throughput" | tee -a "$REPORT"
     echo >> "$REPORT"
 fi
-if [ $ATTACH = 1 ]; then
+if part attach; then
     target/release/examples/bench_attach --n "$N" --peers "$PEERS" \
         --rete "$LAB/rete" --dir "$LAB/attach" --csv "$OUT/$STAMP-attach.csv" | tee -a "$REPORT"
+    echo >> "$REPORT"
+fi
+if part parallel; then
+    target/release/examples/bench_parallel --count "$COUNT" --reps "$REPS" \
+        --rete "$LAB/rete" --dir "$LAB/parallel" --csv "$OUT/$STAMP-parallel.csv" | tee -a "$REPORT"
+    echo >> "$REPORT"
+fi
+if part podman; then
+    # Its lab (a private mount namespace's directories) goes under $LAB too.
+    TMPDIR=$LAB target/release/examples/bench_podman --runs "$PODMAN_RUNS" \
+        --rete "$LAB/rete" --csv "$OUT/$STAMP-podman.csv" | tee -a "$REPORT"
 fi
 echo "results: $REPORT"
