@@ -293,13 +293,6 @@ fn shape_matches_tc() {
     rt.redirect_ingress(ours, other).unwrap();
 }
 
-fn rete_links(lab: &Lab, prefix: &str) -> Vec<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with(prefix))
-        .collect()
-}
-
 /// The `bandwidth` capability of rete's own plugin: the container's ingress
 /// and egress are held to their limits, a container without limits is not;
 /// DEL removes the ifb, and so does `rete gc` after the namespace vanished.
@@ -367,14 +360,14 @@ fn cni_bandwidth_capability_limits_both_directions() {
     assert_eq!(f.code, Some(7), "{f}");
 
     runner.del(&list, &rt_a).unwrap_or_else(|f| panic!("{f}"));
-    assert_eq!(rete_links(&lab, "rbw-"), Vec::<String>::new());
+    assert_eq!(lab.links_named("rbw-"), Vec::<String>::new());
 
     // The namespace vanishes under an attachment; gc takes its ifb too.
     runner.add(&list, &rt_a).unwrap_or_else(|f| panic!("{f}"));
-    assert_eq!(rete_links(&lab, "rbw-").len(), 1);
+    assert_eq!(lab.links_named("rbw-").len(), 1);
     rete::netns::remove(&ns_a).unwrap();
     lab.rete_ok(&["gc"]);
-    assert_eq!(rete_links(&lab, "rbw-"), Vec::<String>::new());
+    assert_eq!(lab.links_named("rbw-"), Vec::<String>::new());
     runner.del(&list, &rt_b).unwrap_or_else(|f| panic!("{f}"));
-    assert_eq!(rete_links(&lab, "rete-"), Vec::<String>::new());
+    assert_eq!(lab.links_named("rete-"), Vec::<String>::new());
 }

@@ -38,28 +38,6 @@ fn json_of(lab: &Lab, args: &[&str]) -> Value {
     serde_json::from_str(&lab.rete_ok(args)).expect("rete prints JSON")
 }
 
-fn rete_links(lab: &Lab) -> Vec<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with("rete-"))
-        .collect()
-}
-
-/// Elements of the published-port maps (empty when the table is gone).
-fn published_elements(lab: &Lab) -> String {
-    let mut out = String::new();
-    for map in ["pub4", "pub4any", "pub6", "pub6any"] {
-        let listed = sh_in_allow_fail(
-            &lab.host,
-            &format!("nft list map inet rete {map} 2>/dev/null"),
-        );
-        if listed.contains("elements") {
-            out.push_str(&listed);
-        }
-    }
-    out
-}
-
 /// The names `rete ls` lists.
 fn containers(lab: &Lab) -> Vec<String> {
     let mut v: Vec<String> = lab
@@ -187,7 +165,7 @@ fn every_operation_with_every_version() {
         ok(runner.exec("rete", "DEL", &conf, Some(&rt)).outcome());
     }
     assert_eq!(containers(&lab), Vec::<String>::new());
-    assert_eq!(rete_links(&lab), Vec::<String>::new());
+    assert_eq!(lab.links_named("rete-"), Vec::<String>::new());
 }
 
 /// Two containers on one network reach each other; ports published through
@@ -229,7 +207,7 @@ fn attached_containers_talk_and_published_ports_answer() {
 
     ok(runner.del(&list, &rt_a));
     ok(runner.del(&list, &rt_b));
-    assert_eq!(published_elements(&lab), "");
+    assert_eq!(lab.published_elements(), "");
     let _srv = Server::tcp(&ns_a, ip("0.0.0.0"), 80, "late", 1);
     assert_eq!(tcp_get(&lab.outside, ip(UPLINK_HOST), 8080), None);
 }
@@ -325,15 +303,15 @@ fn del_is_idempotent_and_releases_after_the_namespace_is_gone() {
     let ns1 = container_ns(&lab, "c1");
     let rt1 = RuntimeConf::new("c1", &ns1).cap("portMappings", port(8090));
     assert_eq!(ip4_of(&ok(runner.add(&list, &rt1))), ip("10.91.0.3"));
-    assert_ne!(published_elements(&lab), "");
+    assert_ne!(lab.published_elements(), "");
 
     // The runtime tore the namespace down before DEL.
     rete::netns::remove(&ns1).unwrap();
     ok(runner.del(&list, &rt1));
     ok(runner.del(&list, &rt1));
     assert_eq!(containers(&lab), vec!["c0".to_string()]);
-    assert_eq!(rete_links(&lab).len(), 1, "{:?}", lab.host_links());
-    assert_eq!(published_elements(&lab), "", "the port is unpublished");
+    assert_eq!(lab.links_named("rete-").len(), 1, "{:?}", lab.host_links());
+    assert_eq!(lab.published_elements(), "", "the port is unpublished");
 
     // The lease and the port are free again.
     let ns2 = container_ns(&lab, "c2");
@@ -349,7 +327,7 @@ fn del_is_idempotent_and_releases_after_the_namespace_is_gone() {
     ok(runner.del(&list, &rt2));
     ok(runner.del(&list, &rt0));
     assert_eq!(containers(&lab), Vec::<String>::new());
-    assert_eq!(rete_links(&lab), Vec::<String>::new());
+    assert_eq!(lab.links_named("rete-"), Vec::<String>::new());
 }
 
 /// GC removes the attachments not listed as valid, and only those.
@@ -376,7 +354,7 @@ fn gc_removes_attachments_not_listed() {
 
     ok(runner.gc(&list, &[&rts[0]]));
     assert_eq!(containers(&lab), ["a", "cli"]);
-    assert_eq!(rete_links(&lab).len(), 2, "{:?}", lab.host_links());
+    assert_eq!(lab.links_named("rete-").len(), 2, "{:?}", lab.host_links());
     for rt in &rts[1..] {
         assert_eq!(
             addrs_in(&rt.netns, "eth0"),
@@ -386,7 +364,7 @@ fn gc_removes_attachments_not_listed() {
         );
     }
     ok(runner.check(&list, &rts[0]));
-    let published = published_elements(&lab);
+    let published = lab.published_elements();
     assert!(published.contains("8100"), "{published}");
     assert!(
         !published.contains("8101") && !published.contains("8102"),
@@ -395,7 +373,7 @@ fn gc_removes_attachments_not_listed() {
 
     ok(runner.gc(&list, &[]));
     assert_eq!(containers(&lab), ["cli"]);
-    assert_eq!(published_elements(&lab), "");
+    assert_eq!(lab.published_elements(), "");
     // What GC removed was released: b's address is the next one handed out.
     let ns = container_ns(&lab, "d");
     let d = ip4_of(&ok(runner.add(&list, &RuntimeConf::new("d", &ns))));

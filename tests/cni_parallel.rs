@@ -19,28 +19,6 @@ use serde_json::{json, Value};
 
 const N: usize = 100;
 
-fn rete_veths(lab: &Lab) -> Vec<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with("rete-"))
-        .collect()
-}
-
-/// Elements of the published-port maps (empty when the table is gone).
-fn published_elements(lab: &Lab) -> String {
-    let mut out = String::new();
-    for map in ["pub4", "pub4any", "pub6", "pub6any"] {
-        let listed = sh_in_allow_fail(
-            &lab.host,
-            &format!("nft list map inet rete {map} 2>/dev/null"),
-        );
-        if listed.contains("elements") {
-            out.push_str(&listed);
-        }
-    }
-    out
-}
-
 fn rt(i: usize, ns: &[PathBuf]) -> RuntimeConf {
     RuntimeConf::new(&format!("ctr{i}"), &ns[i]).cap(
         "portMappings",
@@ -111,8 +89,8 @@ fn hundred_parallel_adds_then_hundred_parallel_dels() {
         assert!(have.contains(&want), "ctr{i}: {have}");
     }
     assert_eq!(lab.rete_ok(&["ls", "-q"]).lines().count(), N);
-    assert_eq!(rete_veths(&lab).len(), N, "{:?}", lab.host_links());
-    let published = published_elements(&lab);
+    assert_eq!(lab.links_named("rete-").len(), N, "{:?}", lab.host_links());
+    let published = lab.published_elements();
     for i in 0..N {
         assert!(
             published.contains(&format!(" {} ", 9000 + i)),
@@ -143,8 +121,8 @@ fn hundred_parallel_adds_then_hundred_parallel_dels() {
     );
 
     assert_eq!(lab.rete_ok(&["ls", "-q"]), "");
-    assert_eq!(rete_veths(&lab), Vec::<String>::new());
-    assert_eq!(published_elements(&lab), "", "published ports left");
+    assert_eq!(lab.links_named("rete-"), Vec::<String>::new());
+    assert_eq!(lab.published_elements(), "", "published ports left");
     for (i, n) in ns.iter().enumerate() {
         let left = sh_in(n, "ip -o link show | grep -v ' lo:' || true");
         assert_eq!(left, "", "ctr{i} keeps devices");

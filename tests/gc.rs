@@ -39,10 +39,7 @@ fn pinned(lab: &Lab) -> BTreeSet<PathBuf> {
 }
 
 fn rete_veths(lab: &Lab) -> BTreeSet<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with("rete-"))
-        .collect()
+    lab.links_named("rete-").into_iter().collect()
 }
 
 /// Asserts that the kernel holds exactly what `rete ls` lists: host veths,

@@ -60,13 +60,6 @@ fn spawn_all(lab: &Lab, args: impl Fn(&str) -> Vec<String>) -> Vec<(String, Chil
         .collect()
 }
 
-fn rete_veths(lab: &Lab) -> Vec<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with("rete-"))
-        .collect()
-}
-
 #[test]
 fn fifty_parallel_creates_then_fifty_parallel_removes() {
     require_root!();
@@ -96,7 +89,7 @@ fn fifty_parallel_creates_then_fifty_parallel_removes() {
     assert!(!addrs.contains(&gateway));
     // The kernel agrees with the store: one veth per container, each
     // container's address configured inside it, and they reach each other.
-    assert_eq!(rete_veths(&lab).len(), N, "{:?}", lab.host_links());
+    assert_eq!(lab.links_named("rete-").len(), N, "{:?}", lab.host_links());
     for i in 0..N {
         let name = format!("c{i}");
         let want = lab.addr_of(&name, "web", false).to_string();
@@ -117,7 +110,7 @@ fn fifty_parallel_creates_then_fifty_parallel_removes() {
     eprintln!("{N} parallel removes took {:?}", started.elapsed());
 
     assert_eq!(lab.rete_ok(&["ls", "-q"]), "");
-    assert_eq!(rete_veths(&lab), Vec::<String>::new());
+    assert_eq!(lab.links_named("rete-"), Vec::<String>::new());
     let pinned: Vec<_> = std::fs::read_dir(lab.netns_dir())
         .unwrap()
         .flatten()

@@ -246,11 +246,7 @@ network_config_dir = "{d}/podman-networks"
     }
 
     fn rete_links(&self) -> Vec<String> {
-        self.lab
-            .host_links()
-            .into_iter()
-            .filter(|l| l.starts_with("rete-"))
-            .collect()
+        self.lab.links_named("rete-")
     }
 }
 

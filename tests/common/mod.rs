@@ -186,6 +186,30 @@ impl Lab {
         .collect()
     }
 
+    /// The host's links whose name starts with `prefix` (`rete-`: the host
+    /// ends of container veths; `rbw-`: ifbs of bandwidth limits).
+    pub fn links_named(&self, prefix: &str) -> Vec<String> {
+        self.host_links()
+            .into_iter()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+
+    /// Elements of the published-port maps (empty when the table is gone).
+    pub fn published_elements(&self) -> String {
+        let mut out = String::new();
+        for map in ["pub4", "pub4any", "pub6", "pub6any"] {
+            let listed = sh_in_allow_fail(
+                &self.host,
+                &format!("nft list map inet rete {map} 2>/dev/null"),
+            );
+            if listed.contains("elements") {
+                out.push_str(&listed);
+            }
+        }
+        out
+    }
+
     pub fn nft(&self) -> String {
         sh_in_allow_fail(&self.host, "nft list table inet rete 2>/dev/null")
     }

@@ -235,10 +235,7 @@ pub fn rete_names(lab: &Lab) -> Vec<String> {
 
 /// Links of the lab's host namespace whose name starts with "rete".
 pub fn rete_links(lab: &Lab) -> Vec<String> {
-    lab.host_links()
-        .into_iter()
-        .filter(|l| l.starts_with("rete"))
-        .collect()
+    lab.links_named("rete")
 }
 
 /// The IPv4 address busybox `ip` shows on eth0 of the output `out`.
