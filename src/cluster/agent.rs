@@ -16,7 +16,7 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, WatchOptions};
 use ipnet::{IpNet, Ipv4Net};
 
-use super::datapath::{overlay_mtu, tracing_warn, Datapath};
+use super::datapath::{overlay_mtu, warn, Datapath};
 use super::registry::{
     self, claim, etcd_error, Backend, ClusterConfig, EtcdConfig, NodeRecord, NodeRecordTemplate,
     SUBNETS_PREFIX,
@@ -97,7 +97,7 @@ impl Agent<'_> {
                 }
                 // etcd is away or refused: keep the datapath, retry.
                 Err(Error::Cluster(m)) => {
-                    tracing_warn(&format!("{m}; retrying in {} ms", delay.as_millis()));
+                    warn(&format!("{m}; retrying in {} ms", delay.as_millis()));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -171,7 +171,7 @@ impl Agent<'_> {
                         return Err(Error::Cluster("etcd closed the watch".into()));
                     };
                     if resp.compact_revision() > 0 || resp.canceled() {
-                        tracing_warn("the watch fell behind etcd's compaction; listing again");
+                        warn("the watch fell behind etcd's compaction; listing again");
                         return Ok(End::Relist);
                     }
                     for event in resp.events() {
@@ -180,7 +180,7 @@ impl Agent<'_> {
                                 let Some(kv) = event.kv() else { continue };
                                 match serde_json::from_slice::<NodeRecord>(kv.value()) {
                                     Ok(r) => self.datapath_mut().upsert(&r)?,
-                                    Err(e) => tracing_warn(&format!(
+                                    Err(e) => warn(&format!(
                                         "ignoring a malformed host record: {e}"
                                     )),
                                 }
@@ -260,7 +260,7 @@ impl Agent<'_> {
 
     fn remember(&self, subnet: Ipv4Net) {
         if let Err(e) = std::fs::write(&self.state_file, format!("{subnet}\n")) {
-            tracing_warn(&format!(
+            warn(&format!(
                 "cannot record the subnet in {}: {e}",
                 self.state_file.display()
             ));

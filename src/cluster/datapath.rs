@@ -111,7 +111,7 @@ impl Datapath {
             return Ok(());
         }
         if peer.backend != self.backend {
-            tracing_warn(&format!(
+            warn(&format!(
                 "host {} uses backend {}, this host {}; its subnet {} is not reachable from here",
                 peer.node, peer.backend, self.backend, peer.subnet
             ));
@@ -241,7 +241,7 @@ pub fn overlay_mtu(underlay: Ipv4Addr) -> Result<Option<u32>> {
 }
 
 /// Warnings go to stderr: the agent's log.
-pub fn tracing_warn(msg: &str) {
+pub fn warn(msg: &str) {
     eprintln!("rete agent: {msg}");
 }
 
