@@ -10,13 +10,19 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// A bridge network: a Linux bridge holding the gateway address(es), with
-/// containers plugged in through veth pairs.
+/// A network. A bridge network is a Linux bridge holding the gateway
+/// address(es), with containers plugged in through veth pairs; a macvlan
+/// network puts containers straight on the link of a host device, each with
+/// a MAC address of its own, reached at their own addresses without NAT.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Network {
     pub name: String,
     pub id: String,
-    /// The bridge device's name.
+    #[serde(default)]
+    pub driver: Driver,
+    /// The bridge device's name; for a macvlan network, the parent device
+    /// the containers' interfaces hang off (rete neither makes nor removes
+    /// it).
     pub bridge: String,
     pub subnets: Vec<Subnet>,
     /// No route out and no masquerade: containers reach only their bridge.
@@ -45,6 +51,79 @@ pub struct Network {
 
 fn yes() -> bool {
     true
+}
+
+/// How a network's containers are plugged in.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    #[default]
+    Bridge,
+    Macvlan,
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Bridge => "bridge",
+            Driver::Macvlan => "macvlan",
+        })
+    }
+}
+
+/// How macvlan interfaces on one parent may reach each other (the kernel's
+/// macvlan modes).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Directly, inside the host.
+    #[default]
+    Bridge,
+    /// Not at all.
+    Private,
+    /// Only through the switch the parent is plugged into (it must send
+    /// frames back out of the port they came in on).
+    Vepa,
+    /// One interface takes the parent over, its MAC address included.
+    Passthru,
+}
+
+impl FromStr for MacvlanMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "bridge" | "" => MacvlanMode::Bridge,
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "passthru" => MacvlanMode::Passthru,
+            _ => {
+                return Err(format!(
+                    "unknown macvlan mode \"{s}\"; use bridge, private, vepa or passthru"
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+        })
+    }
+}
+
+impl Network {
+    /// The macvlan mode its options name (bridge when they name none).
+    pub fn macvlan_mode(&self) -> MacvlanMode {
+        self.options
+            .get("mode")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// One subnet of a network, with its gateway and the range leases come from.
@@ -125,7 +204,9 @@ pub struct Endpoint {
     pub network: String,
     /// The interface inside the container (eth0, eth1, ...).
     pub ifname: String,
-    /// The host end of the veth pair, a port of the network's bridge.
+    /// The host end of the veth pair, a port of the network's bridge; empty
+    /// for a macvlan endpoint, which has no host end.
+    #[serde(default)]
     pub host_ifname: String,
     pub mac: String,
     /// Addresses with their subnet's prefix length.
@@ -146,6 +227,12 @@ pub const VETH_PREFIX: &str = "rete-";
 pub const IFB_PREFIX: &str = "rbw-";
 
 impl Endpoint {
+    /// The host end of its veth pair, if it has one (a macvlan endpoint
+    /// does not).
+    pub fn host_end(&self) -> Option<&str> {
+        Some(self.host_ifname.as_str()).filter(|n| !n.is_empty())
+    }
+
     /// The ifb device that carries the endpoint's egress limit, if it has
     /// one, named after its host veth (`rete-X` -> `rbw-X`, 14 bytes).
     pub fn ifb(&self) -> Option<String> {

@@ -26,7 +26,7 @@ use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use rtnetlink::{
-    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec,
+    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMacVlan, LinkMessageBuilder, LinkUnspec,
     RouteMessageBuilder,
 };
 
@@ -194,6 +194,28 @@ impl Rtnl {
         self.create(RouteNetlinkMessage::NewLink(host.build()))
     }
 
+    /// Creates a macvlan interface on `spec.parent` (a link of this
+    /// namespace) directly inside the namespace `spec.ns`, as `spec.name`:
+    /// the kernel looks the parent up where the request is made and puts
+    /// the new link where it belongs, so no move or rename follows.
+    pub fn add_macvlan(&mut self, spec: &MacvlanSpec) -> io::Result<()> {
+        use rtnetlink::packet_route::link::MacVlanMode;
+        let mode = match spec.mode {
+            crate::model::MacvlanMode::Bridge => MacVlanMode::Bridge,
+            crate::model::MacvlanMode::Private => MacVlanMode::Private,
+            crate::model::MacvlanMode::Vepa => MacVlanMode::Vepa,
+            crate::model::MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        };
+        let mut m = LinkMacVlan::new(spec.name, spec.parent, mode).setns_by_fd(spec.ns);
+        if let Some(mac) = spec.mac {
+            m = m.address(mac.to_vec());
+        }
+        if let Some(mtu) = spec.mtu {
+            m = m.mtu(mtu);
+        }
+        self.create(RouteNetlinkMessage::NewLink(m.build()))
+    }
+
     /// Brings a new bridge port up in hairpin mode (frames may leave by the
     /// port they came in on), without IPv6 addresses of its own, in one
     /// request. Bridge-port settings are only taken by RTM_NEWLINK on an
@@ -284,6 +306,33 @@ impl Rtnl {
         self.create(RouteNetlinkMessage::NewRoute(msg))
     }
 
+    /// The device of the IPv4 default route of the main table, if any.
+    pub fn default_route_device(&mut self) -> io::Result<Option<String>> {
+        use rtnetlink::packet_route::route::RouteAttribute;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = (libc::AF_INET as u8).into();
+        let mut oif = None;
+        for reply in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)? {
+            if let RouteNetlinkMessage::NewRoute(r) = reply {
+                if r.header.table == 254 && r.header.destination_prefix_length == 0 {
+                    oif = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    });
+                    if oif.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(oif) = oif else { return Ok(None) };
+        Ok(self
+            .links()?
+            .into_iter()
+            .find(|l| l.index == oif)
+            .map(|l| l.name))
+    }
+
     /// Destinations of all routes of the main table, for choosing subnets
     /// that do not collide with the host's.
     pub fn route_destinations(&mut self) -> io::Result<Vec<ipnet::IpNet>> {
@@ -310,6 +359,17 @@ pub struct VethSpec<'a> {
     pub peer: &'a str,
     pub peer_ns: std::os::fd::RawFd,
     pub peer_mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+/// What [`Rtnl::add_macvlan`] creates.
+pub struct MacvlanSpec<'a> {
+    pub name: &'a str,
+    /// The parent's index in this namespace.
+    pub parent: u32,
+    pub mode: crate::model::MacvlanMode,
+    pub ns: std::os::fd::RawFd,
+    pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
 }
 

@@ -749,7 +749,7 @@ fn parallel_runs_share_a_network_that_comes_and_goes() {
 }
 
 #[test]
-fn unsupported_drivers_fail_with_a_clear_error() {
+fn macvlan_networks_put_containers_on_the_parent_link() {
     require_podman!();
     let p = Podman::new("macvlan");
     p.ok(&[
@@ -761,20 +761,76 @@ fn unsupported_drivers_fail_with_a_clear_error() {
         "parent=uplink",
         "--subnet",
         "192.0.2.0/24",
+        "--gateway",
+        UPLINK_OUTSIDE,
+        "--ip-range",
+        "192.0.2.128/25",
         "mv",
     ]);
+    // A published port is accepted and, as with netavark, not forwarded:
+    // the container is reached at its own address.
+    p.serve("web", &["--network", "mv", "-p", "8080:80"], &[80]);
+    let addr = p.ip_of("web", "mv");
+    assert!(
+        "192.0.2.128/25"
+            .parse::<ipnet::IpNet>()
+            .unwrap()
+            .contains(&addr),
+        "{addr}"
+    );
+    let links = sh_in(&p.netns_of("web"), "ip -d link show eth0");
+    assert!(links.contains("macvlan mode bridge"), "{links}");
+    assert_eq!(
+        tcp_get(&p.lab.outside, addr, 80).as_deref(),
+        Some("hello from web\n"),
+        "outside -> the container at its own address"
+    );
+    let _srv = Server::tcp(&p.lab.outside, ip(UPLINK_OUTSIDE), 7000, "outside", 1);
+    let out = p.exec("web", &format!("nc -w 3 {UPLINK_OUTSIDE} 7000"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("outside {addr}"),
+        "no NAT on the way out"
+    );
+    let net =
+        &serde_json::from_str::<Value>(&p.lab.rete_ok(&["network", "inspect", "mv"])).unwrap()[0];
+    assert_eq!(net["driver"], "macvlan");
+    assert_eq!(net["bridge"], "uplink");
+
+    p.ok(&["rm", "-f", "-t", "0", "web"]);
+    assert!(p.rete_containers().is_empty());
+    assert!(p.lab.host_links().contains(&"uplink".to_string()));
+    assert!(p.rete_links().is_empty());
+}
+
+#[test]
+fn unsupported_drivers_fail_with_a_clear_error() {
+    require_podman!();
+    let p = Podman::new("ipvlan");
+    let made = p.run(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "parent=uplink",
+        "--subnet",
+        "192.0.2.0/24",
+        "iv",
+    ]);
+    if !made.status.success() {
+        // Podman itself refuses the driver: nothing reaches rete.
+        return;
+    }
     let err = p.err(&[
         "run",
         "--rm",
         "--network",
-        "mv",
+        "iv",
         "localhost/busybox",
         "true",
     ]);
-    assert!(
-        err.contains("macvlan driver, which rete does not support yet"),
-        "{err}"
-    );
+    assert!(err.contains("ipvlan driver"), "{err}");
     assert!(p.rete_containers().is_empty());
     assert_eq!(p.lab.rete_ok(&["network", "ls", "-q"]).trim(), "");
 }

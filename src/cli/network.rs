@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
 use rete::engine::{NetworkRequest, SubnetRequest};
+use rete::model::Driver;
 use rete::{ipam, Engine, Error, Result};
 
 use super::{key_values, output, Format};
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
-    /// Create a bridge network
+    /// Create a network (bridge, or macvlan on a host device)
     Create(CreateArgs),
     /// List networks
     Ls(LsArgs),
@@ -49,6 +50,10 @@ pub enum NetworkCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     name: String,
+    /// bridge (containers behind a bridge, NAT out) or macvlan (containers
+    /// on the link of a host device, --opt parent=DEVICE)
+    #[arg(long, short = 'd', default_value = "bridge", value_parser = ["bridge", "macvlan"])]
+    driver: String,
     /// Subnet in CIDR form, repeatable (IPv4 and IPv6 for dual stack)
     #[arg(long)]
     subnet: Vec<String>,
@@ -68,7 +73,8 @@ pub struct CreateArgs {
     bridge: Option<String>,
     #[arg(long)]
     label: Vec<String>,
-    /// Driver options: isolate=true|false, masquerade=true|false
+    /// Driver options. bridge: isolate=true|false, masquerade=true|false;
+    /// macvlan: parent=DEVICE, mode=bridge|private|vepa|passthru
     #[arg(long, short = 'o')]
     opt: Vec<String>,
     /// No name resolution for containers on this network
@@ -105,18 +111,31 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<i32> {
                         vec![
                             n.id[..12].to_string(),
                             n.name.clone(),
+                            n.driver.to_string(),
                             n.bridge.clone(),
                             n.subnets
                                 .iter()
                                 .map(|s| s.subnet.to_string())
                                 .collect::<Vec<_>>()
                                 .join(","),
-                            if n.internal { "internal" } else { "nat" }.to_string(),
+                            match (n.internal, n.driver) {
+                                (true, _) => "internal",
+                                (false, Driver::Macvlan) => "direct",
+                                (false, Driver::Bridge) => "nat",
+                            }
+                            .to_string(),
                         ]
                     })
                     .collect();
                 output::table(
-                    &["NETWORK ID", "NAME", "BRIDGE", "SUBNETS", "EGRESS"],
+                    &[
+                        "NETWORK ID",
+                        "NAME",
+                        "DRIVER",
+                        "DEVICE",
+                        "SUBNETS",
+                        "EGRESS",
+                    ],
                     &rows,
                 );
             }
@@ -205,6 +224,11 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
     }
     Ok(NetworkRequest {
         name: a.name,
+        driver: if a.driver == "macvlan" {
+            Driver::Macvlan
+        } else {
+            Driver::Bridge
+        },
         subnets,
         internal: a.internal,
         mtu: a.mtu,

@@ -248,6 +248,7 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         conf.ip_masq.unwrap_or(true).to_string(),
     );
     Ok(NetworkRequest {
+        driver: rete::model::Driver::Bridge,
         name: conf.name.clone(),
         subnets,
         internal: conf.internal.unwrap_or(false),

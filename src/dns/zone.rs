@@ -262,6 +262,7 @@ mod tests {
         Network {
             name: name.into(),
             id: "0".repeat(32),
+            driver: Default::default(),
             bridge: format!("br-{name}"),
             subnets: vec![Subnet {
                 subnet: subnet.parse().unwrap(),

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::endpoint::{attach, EndpointRequest, Routed};
+use super::endpoint::{attach, unplumb, EndpointRequest, Routed};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
-use super::{exec, publish, shaping, Engine};
+use super::{exec, publish, Engine};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Undo};
 use crate::model::{Container, Mode, Network};
@@ -397,11 +397,7 @@ pub(super) fn detach(
     let before = publish::elements(&c);
     let ep = c.endpoints.remove(pos);
     refresh_ports(db, kernel, journal, &before, &c)?;
-    kernel
-        .host()?
-        .del_link(&ep.host_ifname)
-        .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
-    shaping::remove(kernel, &ep)?;
+    unplumb(kernel, c.netns.as_deref(), &ep)?;
     db.release_leases(network, container)?;
     db.put_container(&c)?;
     Ok(c)
@@ -456,11 +452,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
         }
     }
     for ep in &c.endpoints {
-        kernel
-            .host()?
-            .del_link(&ep.host_ifname)
-            .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
-        shaping::remove(kernel, ep)?;
+        unplumb(kernel, c.netns.as_deref(), ep)?;
     }
     db.delete_container(name)?;
     Ok(true)

@@ -14,9 +14,10 @@ use super::shaping;
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Bandwidth, Container, Endpoint, Network, VETH_PREFIX};
+use crate::model::{Bandwidth, Container, Driver, Endpoint, MacvlanMode, Network, VETH_PREFIX};
 use crate::names;
-use crate::netlink::{Rtnl, VethSpec};
+use crate::netlink::{MacvlanSpec, Rtnl, VethSpec};
+use crate::netns;
 use crate::store::Db;
 
 /// Which families already have a default route in the container.
@@ -69,15 +70,30 @@ pub(super) fn attach(
     req: EndpointRequest,
     routed: Routed,
 ) -> Result<Endpoint> {
+    let macvlan = req.net.driver == Driver::Macvlan;
+    if macvlan && req.bandwidth.is_some() {
+        return Err(Error::Invalid(format!(
+            "network \"{}\" is a macvlan network: rete limits bandwidth on the host end of a veth pair, which it has none of",
+            req.net.name
+        )));
+    }
     let addresses = lease(db, container, req.net, req.ip4, req.ip6)?;
-    let mac = req.mac.or_else(|| derived_mac(&addresses));
+    // A passthru macvlan takes its parent's MAC.
+    let mac = match req.net.macvlan_mode() {
+        MacvlanMode::Passthru if macvlan => None,
+        _ => req.mac.or_else(|| derived_mac(&addresses)),
+    };
     let mut ep = Endpoint {
         network: req.net.name.clone(),
         ifname: req.ifname,
-        host_ifname: format!(
-            "{VETH_PREFIX}{:010x}",
-            rand::random::<u64>() & 0xff_ffff_ffff
-        ),
+        host_ifname: if macvlan {
+            String::new()
+        } else {
+            format!(
+                "{VETH_PREFIX}{:010x}",
+                rand::random::<u64>() & 0xff_ffff_ffff
+            )
+        },
         mac: mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
         addresses,
         gateways: Vec::new(),
@@ -130,9 +146,10 @@ fn lease(
     Ok(addresses)
 }
 
-/// Builds the endpoint in the kernel: a veth pair with its host end on the
-/// bridge, the peer inside as `ep.ifname` with `ep.addresses`, and default
-/// routes for families not yet `routed`. Fills in `ep.mac` and `ep.gateways`.
+/// Builds the endpoint in the kernel: its interface inside as `ep.ifname`
+/// (the peer of a veth pair whose host end is on the bridge, or a macvlan
+/// interface on the parent) with `ep.addresses`, and default routes for
+/// families not yet `routed`. Fills in `ep.mac` and `ep.gateways`.
 pub(super) fn plumb(
     kernel: &mut Kernel,
     journal: &mut Journal,
@@ -142,41 +159,78 @@ pub(super) fn plumb(
     ep: &mut Endpoint,
     routed: Routed,
 ) -> Result<()> {
-    let host = kernel.host()?;
-    let bridge = host
-        .link(&net.bridge)
-        .map_err(|e| Error::kernel("list links", e))?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
-                net.bridge, net.name
-            ))
-        })?;
-    journal.record(Undo::Link(ep.host_ifname.clone()))?;
-    host.add_veth(&VethSpec {
-        host: &ep.host_ifname,
-        bridge: bridge.index,
-        peer: &ep.ifname,
-        peer_ns: ns.as_raw_fd(),
-        peer_mac: names::parse_mac(&ep.mac).ok(),
-        mtu: net.mtu,
-    })
-    .map_err(|e| {
+    let exists = |e: std::io::Error, what: String| {
         if e.raw_os_error() == Some(libc::EEXIST) {
             Error::InterfaceExists(format!(
                 "an interface named {} already exists in the namespace of {container}; choose another interface name",
                 ep.ifname
             ))
         } else {
-            Error::kernel(format!("create veth {} for {container}", ep.host_ifname), e)
+            Error::kernel(what, e)
         }
-    })?;
-    // Hairpin: a container reaching its own published port through the host
-    // gets its packets back on the port they came in on. With br_netfilter
-    // loaded the DNAT happens at the bridge, which will not send a frame out
-    // of its ingress port unless the port is in hairpin mode.
-    host.start_port(&ep.host_ifname)
-        .map_err(|e| Error::kernel(format!("bring up bridge port {}", ep.host_ifname), e))?;
+    };
+    let host = kernel.host()?;
+    match net.driver {
+        Driver::Bridge => {
+            let bridge = host
+                .link(&net.bridge)
+                .map_err(|e| Error::kernel("list links", e))?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
+                        net.bridge, net.name
+                    ))
+                })?;
+            journal.record(Undo::Link(ep.host_ifname.clone()))?;
+            host.add_veth(&VethSpec {
+                host: &ep.host_ifname,
+                bridge: bridge.index,
+                peer: &ep.ifname,
+                peer_ns: ns.as_raw_fd(),
+                peer_mac: names::parse_mac(&ep.mac).ok(),
+                mtu: net.mtu,
+            })
+            .map_err(|e| exists(e, format!("create veth {} for {container}", ep.host_ifname)))?;
+            // Hairpin: a container reaching its own published port through
+            // the host gets its packets back on the port they came in on.
+            // With br_netfilter loaded the DNAT happens at the bridge, which
+            // will not send a frame out of its ingress port unless the port
+            // is in hairpin mode.
+            host.start_port(&ep.host_ifname).map_err(|e| {
+                Error::kernel(format!("bring up bridge port {}", ep.host_ifname), e)
+            })?;
+        }
+        Driver::Macvlan => {
+            // Made inside the container's namespace, it goes with it: there
+            // is nothing on the host to journal.
+            let parent = host
+                .link(&net.bridge)
+                .map_err(|e| Error::kernel("list links", e))?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "parent device {} of macvlan network \"{}\" is missing from the host",
+                        net.bridge, net.name
+                    ))
+                })?;
+            host.add_macvlan(&MacvlanSpec {
+                name: &ep.ifname,
+                parent: parent.index,
+                mode: net.macvlan_mode(),
+                ns: ns.as_raw_fd(),
+                mac: names::parse_mac(&ep.mac).ok(),
+                mtu: net.mtu,
+            })
+            .map_err(|e| {
+                exists(
+                    e,
+                    format!(
+                        "create macvlan {} on {} for {container}",
+                        ep.ifname, net.bridge
+                    ),
+                )
+            })?;
+        }
+    }
 
     let ifname = ep.ifname.clone();
     let link = inner
@@ -221,6 +275,33 @@ pub(super) fn plumb(
         ep.mac = names::format_mac(mac);
     }
     shaping::apply(kernel, journal, ep)
+}
+
+/// Takes the endpoint's devices out of the kernel: the host end of its veth
+/// pair (the peer goes with it), or its macvlan interface inside the
+/// container's namespace `netns` (nothing to do when that is gone), and its
+/// rate limits. Already gone is not an error.
+pub(super) fn unplumb(
+    kernel: &mut Kernel,
+    netns: Option<&std::path::Path>,
+    ep: &Endpoint,
+) -> Result<()> {
+    match ep.host_end() {
+        Some(host_end) => kernel
+            .host()?
+            .del_link(host_end)
+            .map_err(|e| Error::kernel(format!("delete veth {host_end}"), e))?,
+        None => {
+            if let Some(ns) = netns.and_then(|p| netns::open(p).ok()) {
+                let mut inner = Rtnl::open_in(&ns)
+                    .map_err(|e| Error::kernel("open rtnetlink in container", e))?;
+                inner
+                    .del_link(&ep.ifname)
+                    .map_err(|e| Error::kernel(format!("delete macvlan {}", ep.ifname), e))?;
+            }
+        }
+    }
+    shaping::remove(kernel, ep)
 }
 
 /// A MAC derived from the endpoint's address (its IPv4 one, else the low 32

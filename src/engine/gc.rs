@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::endpoint::{plumb, Routed};
+use super::endpoint::{plumb, unplumb, Routed};
 use super::kernel::all_elements;
 use super::shaping;
 use super::{network, Engine};
 use crate::error::Result;
 use crate::journal::{self, Undo};
-use crate::model::{IFB_PREFIX, VETH_PREFIX};
+use crate::model::{Driver, IFB_PREFIX, VETH_PREFIX};
 use crate::netlink::Rtnl;
 use crate::netns;
 
@@ -47,8 +47,7 @@ impl Engine {
                 };
                 if gone {
                     for ep in &c.endpoints {
-                        let _ = kernel.host()?.del_link(&ep.host_ifname);
-                        let _ = shaping::remove(kernel, ep);
+                        let _ = unplumb(kernel, None, ep);
                     }
                     // An unpinned file a removal killed midway left behind
                     // would block a new container of the same name.
@@ -68,9 +67,14 @@ impl Engine {
                 .flat_map(|c| {
                     c.endpoints
                         .iter()
-                        .flat_map(|e| std::iter::once(e.host_ifname.clone()).chain(e.ifb()))
+                        .flat_map(|e| e.host_end().map(str::to_string).into_iter().chain(e.ifb()))
                 })
-                .chain(networks.iter().map(|n| n.bridge.clone()))
+                .chain(
+                    networks
+                        .iter()
+                        .filter(|n| n.driver == Driver::Bridge)
+                        .map(|n| n.bridge.clone()),
+                )
                 .chain(taps.iter().map(|t| t.name.clone()))
                 .collect();
             let owned_ns: BTreeSet<PathBuf> =
@@ -112,16 +116,17 @@ impl Engine {
             }
 
             // Bridges the store has and the kernel lost.
-            for n in &networks {
+            for n in networks.iter().filter(|n| n.driver == Driver::Bridge) {
                 if kernel.host()?.link(&n.bridge).ok().flatten().is_none() {
                     network::build_bridge(kernel, n)?;
                     report.bridges.push(n.bridge.clone());
                 }
             }
 
-            // Endpoints whose veth pair was lost while their namespace lives
+            // Endpoints whose devices were lost while their namespace lives
             // on (deleted by hand, or a killed `rm` of a runtime's namespace):
-            // plumbed again with the addresses they hold.
+            // plumbed again with the addresses they hold. A veth pair is
+            // looked for by its host end, a macvlan interface inside.
             let links: BTreeSet<String> = kernel
                 .host()?
                 .links()
@@ -130,17 +135,33 @@ impl Engine {
                 .map(|l| l.name)
                 .collect();
             for mut c in db.containers()? {
-                let lost: Vec<usize> = (0..c.endpoints.len())
-                    .filter(|&i| !links.contains(&c.endpoints[i].host_ifname))
-                    .collect();
-                let Some(path) = c.netns.clone().filter(|_| !lost.is_empty()) else {
+                let Some(path) = c.netns.clone() else {
                     continue;
                 };
+                let has_macvlan = c.endpoints.iter().any(|e| e.host_end().is_none());
+                let veth_lost =
+                    |e: &crate::model::Endpoint| e.host_end().is_some_and(|h| !links.contains(h));
+                if !has_macvlan && !c.endpoints.iter().any(veth_lost) {
+                    continue;
+                }
                 let ns = netns::open(&path).map_err(|e| {
                     crate::error::Error::kernel(format!("open {}", path.display()), e)
                 })?;
                 let mut inner = Rtnl::open_in(&ns)
                     .map_err(|e| crate::error::Error::kernel("open rtnetlink in container", e))?;
+                let mut lost = Vec::new();
+                for (i, e) in c.endpoints.iter().enumerate() {
+                    let missing = match e.host_end() {
+                        Some(_) => veth_lost(e),
+                        None => inner.link(&e.ifname).ok().flatten().is_none(),
+                    };
+                    if missing {
+                        lost.push(i);
+                    }
+                }
+                if lost.is_empty() {
+                    continue;
+                }
                 for i in lost {
                     let net = network::get(db, &c.endpoints[i].network)?;
                     let _ = inner.del_link(&c.endpoints[i].ifname);

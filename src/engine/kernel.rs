@@ -5,7 +5,7 @@ use crate::config::Paths;
 use crate::error::{Error, Result};
 use crate::firewall::{Element, Firewall};
 use crate::journal::Undo;
-use crate::model::Network;
+use crate::model::{Driver, Network};
 use crate::netlink::Rtnl;
 use crate::netns;
 use crate::store::Db;
@@ -82,8 +82,12 @@ pub fn all_elements(db: &Db) -> Result<Vec<Element>> {
     Ok(out)
 }
 
-/// The firewall elements of one network.
+/// The firewall elements of one network (a macvlan network has none: its
+/// traffic does not pass through the host's stack).
 pub fn network_elements(n: &Network) -> Vec<Element> {
+    if n.driver == Driver::Macvlan {
+        return Vec::new();
+    }
     let mut out = vec![
         Element::Bridge(n.bridge.clone()),
         Element::Intra(n.bridge.clone()),

@@ -10,7 +10,7 @@ use super::{container, Engine};
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Network, Subnet};
+use crate::model::{Driver, MacvlanMode, Network, Subnet};
 use crate::names;
 use crate::store::Db;
 use crate::sysctl;
@@ -24,6 +24,7 @@ pub const DEFAULT_NETWORK: &str = "rete";
 #[derive(Debug, Clone, Default)]
 pub struct NetworkRequest {
     pub name: String,
+    pub driver: Driver,
     pub subnets: Vec<SubnetRequest>,
     pub internal: bool,
     pub mtu: Option<u32>,
@@ -127,53 +128,18 @@ pub(super) fn create(
             )));
         }
     }
-    let mut isolate = true;
-    let mut masquerade = true;
-    for (k, v) in &req.options {
-        if !matches!(k.as_str(), "isolate" | "masquerade") {
-            return Err(Error::Invalid(format!(
-                "unknown network option \"{k}\"; known: isolate, masquerade"
-            )));
-        }
-        let flag = match v.as_str() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "invalid option {k}={v}: use true or false"
-                )))
-            }
-        };
-        if k == "isolate" {
-            isolate = flag;
-        } else {
-            masquerade = flag;
-        }
-    }
     let others = db.networks()?;
     let host = kernel.host()?;
-    let bridge = match &req.bridge {
-        Some(b) => {
-            names::check_ifname(b)?;
-            if let Some(n) = others.iter().find(|n| &n.bridge == b) {
-                return Err(Error::Conflict(format!(
-                    "bridge \"{b}\" already belongs to network \"{}\"",
-                    n.name
-                )));
-            }
-            if host
-                .link(b)
-                .map_err(|e| Error::kernel("list links", e))?
-                .is_some()
-            {
-                return Err(Error::Conflict(format!(
-                    "a device named \"{b}\" already exists on the host; choose another --interface"
-                )));
-            }
-            b.clone()
-        }
-        None => free_bridge_name(host, &others)?,
+    let settings = match req.driver {
+        Driver::Bridge => bridge_settings(&req, host, &others)?,
+        Driver::Macvlan => macvlan_settings(&req, host, &others)?,
     };
+    if req.driver == Driver::Macvlan && req.subnets.is_empty() {
+        return Err(Error::Invalid(format!(
+            "macvlan network \"{}\" needs --subnet: the subnet of the link its parent {} is on",
+            req.name, settings.device
+        )));
+    }
 
     let subnets = if req.subnets.is_empty() {
         let mut taken: Vec<IpNet> = others
@@ -235,19 +201,27 @@ pub(super) fn create(
     let net = Network {
         name: req.name,
         id: random_id(),
-        bridge,
+        driver: req.driver,
+        bridge: settings.device,
         subnets,
         internal: req.internal,
-        isolate,
-        masquerade,
-        dns: !req.disable_dns,
+        isolate: settings.isolate,
+        masquerade: settings.masquerade,
+        // The resolver answers on the gateway, an address of the host's
+        // bridge; a macvlan network's gateway is a router outside.
+        dns: !req.disable_dns && req.driver == Driver::Bridge,
         mtu: req.mtu,
         direct: req.direct,
         labels: req.labels,
-        options: req.options,
+        options: settings.options,
         created: now(),
     };
     db.put_network(&net)?;
+    if net.driver == Driver::Macvlan {
+        // Nothing of the host changes: the parent is the host's own, and
+        // the network's interfaces are made with its containers.
+        return Ok(net);
+    }
 
     journal.record(Undo::Link(net.bridge.clone()))?;
     build_bridge(kernel, &net)?;
@@ -255,6 +229,146 @@ pub(super) fn create(
     journal.record(Undo::Elements(elements.clone()))?;
     kernel.firewall_add(db, &elements)?;
     Ok(net)
+}
+
+/// What a network request's driver makes of its options and device.
+struct Settings {
+    /// The bridge, or the macvlan parent.
+    device: String,
+    isolate: bool,
+    masquerade: bool,
+    options: BTreeMap<String, String>,
+}
+
+fn bridge_settings(
+    req: &NetworkRequest,
+    host: &mut crate::netlink::Rtnl,
+    others: &[Network],
+) -> Result<Settings> {
+    let mut isolate = true;
+    let mut masquerade = true;
+    for (k, v) in &req.options {
+        if !matches!(k.as_str(), "isolate" | "masquerade") {
+            return Err(Error::Invalid(format!(
+                "unknown network option \"{k}\"; known: isolate, masquerade (bridge), parent, mode (macvlan)"
+            )));
+        }
+        let flag = match v.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "invalid option {k}={v}: use true or false"
+                )))
+            }
+        };
+        if k == "isolate" {
+            isolate = flag;
+        } else {
+            masquerade = flag;
+        }
+    }
+    let device = match &req.bridge {
+        Some(b) => {
+            names::check_ifname(b)?;
+            if let Some(n) = others.iter().find(|n| &n.bridge == b) {
+                return Err(Error::Conflict(format!(
+                    "bridge \"{b}\" already belongs to network \"{}\"",
+                    n.name
+                )));
+            }
+            if host
+                .link(b)
+                .map_err(|e| Error::kernel("list links", e))?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "a device named \"{b}\" already exists on the host; choose another --interface"
+                )));
+            }
+            b.clone()
+        }
+        None => free_bridge_name(host, others)?,
+    };
+    Ok(Settings {
+        device,
+        isolate,
+        masquerade,
+        options: req.options.clone(),
+    })
+}
+
+/// A macvlan network's parent (option `parent`, else the device of the
+/// host's default route) and mode (option `mode`, or Docker's
+/// `macvlan_mode`). Isolation and masquerade do not apply: its containers
+/// are on the parent's link, not behind the host.
+fn macvlan_settings(
+    req: &NetworkRequest,
+    host: &mut crate::netlink::Rtnl,
+    others: &[Network],
+) -> Result<Settings> {
+    let mut parent = None;
+    let mut mode = MacvlanMode::default();
+    for (k, v) in &req.options {
+        match k.as_str() {
+            "parent" => parent = Some(v.clone()),
+            "mode" | "macvlan_mode" => mode = v.parse().map_err(Error::Invalid)?,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown macvlan network option \"{k}\"; known: parent, mode"
+                )))
+            }
+        }
+    }
+    if req.bridge.is_some() {
+        return Err(Error::Invalid(
+            "a macvlan network has no bridge: name its parent device with --opt parent=DEVICE"
+                .into(),
+        ));
+    }
+    let parent = match parent {
+        Some(p) => {
+            names::check_ifname(&p)?;
+            p
+        }
+        None => host
+            .default_route_device()
+            .map_err(|e| Error::kernel("list routes", e))?
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "the host has no default route to take a macvlan parent from; pass --opt parent=DEVICE"
+                        .into(),
+                )
+            })?,
+    };
+    if host
+        .link(&parent)
+        .map_err(|e| Error::kernel("list links", e))?
+        .is_none()
+    {
+        return Err(Error::NotFound(format!(
+            "macvlan parent device \"{parent}\" does not exist on the host; name an existing device with --opt parent=DEVICE"
+        )));
+    }
+    let rete_made = parent.starts_with(crate::model::VETH_PREFIX)
+        || others
+            .iter()
+            .any(|n| n.driver == Driver::Bridge && n.bridge == parent);
+    if rete_made {
+        return Err(Error::Invalid(format!(
+            "\"{parent}\" is a device rete made for a bridge network; a macvlan parent must be one of the host's own links"
+        )));
+    }
+    let options = BTreeMap::from([
+        ("parent".to_string(), parent.clone()),
+        ("mode".to_string(), mode.to_string()),
+    ]);
+    Ok(Settings {
+        device: parent,
+        isolate: false,
+        masquerade: false,
+        options,
+    })
 }
 
 /// The kernel side of a network: the bridge, its gateway addresses and
@@ -331,11 +445,13 @@ fn remove(
     }
     // Past this point nothing is journaled: removal is idempotent, so a
     // failure is mended by running it again.
-    kernel.firewall().delete(&network_elements(&net))?;
-    kernel
-        .host()?
-        .del_link(&net.bridge)
-        .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
+    if net.driver == Driver::Bridge {
+        kernel.firewall().delete(&network_elements(&net))?;
+        kernel
+            .host()?
+            .del_link(&net.bridge)
+            .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
+    }
     db.delete_network(name)?;
     if db.networks()?.is_empty() {
         kernel.firewall().drop_table()?;

@@ -18,6 +18,12 @@ const AUTO_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
 /// refusing claims that another container holds.
 pub(super) fn resolve(db: &Db, c: &Container, specs: &[PortSpec]) -> Result<Vec<PortMapping>> {
     let has = |v4: bool| target(c, v4).is_some();
+    if !specs.is_empty() && !has(true) && !has(false) {
+        return Err(Error::Invalid(format!(
+            "container \"{}\" is on no bridge network, so it has no port to publish through the host; macvlan containers are reached at their own addresses",
+            c.name
+        )));
+    }
     let mut out: Vec<PortMapping> = Vec::new();
     for spec in specs {
         let host_ips: Vec<IpAddr> = match spec.host_ip {
@@ -125,10 +131,12 @@ fn pick(
 }
 
 /// The address published ports of one family lead to: the container's
-/// first address of that family.
+/// first address of that family behind a bridge (the host cannot reach a
+/// macvlan interface on its own parent).
 fn target(c: &Container, v4: bool) -> Option<IpAddr> {
     c.endpoints
         .iter()
+        .filter(|e| e.host_end().is_some())
         .flat_map(|e| e.addresses.iter())
         .map(|a| a.addr())
         .find(|a| a.is_ipv4() == v4)

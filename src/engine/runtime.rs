@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::container::{open_ns, refresh_ports};
-use super::endpoint::{attach, EndpointRequest, Routed};
+use super::endpoint::{attach, unplumb, EndpointRequest, Routed};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest};
 use super::{publish, shaping, Engine};
@@ -117,25 +117,27 @@ impl Engine {
         let net = self.network(&ep.network)?;
         let missing =
             |what: String| Error::kernel(what, std::io::Error::from_raw_os_error(libc::ENODEV));
-        let host = self.kernel.host()?;
-        let bridge = host
-            .link(&net.bridge)
-            .map_err(|e| Error::kernel("list links", e))?
-            .ok_or_else(|| {
-                missing(format!(
-                    "bridge {} of network \"{}\" is missing",
-                    net.bridge, net.name
-                ))
-            })?;
-        let veth = host
-            .link(&ep.host_ifname)
-            .map_err(|e| Error::kernel("list links", e))?
-            .ok_or_else(|| missing(format!("veth {} of {container} is missing", ep.host_ifname)))?;
-        if veth.controller != Some(bridge.index) {
-            return Err(missing(format!(
-                "veth {} of {container} is not a port of bridge {}",
-                ep.host_ifname, net.bridge
-            )));
+        if let Some(host_end) = ep.host_end() {
+            let host = self.kernel.host()?;
+            let bridge = host
+                .link(&net.bridge)
+                .map_err(|e| Error::kernel("list links", e))?
+                .ok_or_else(|| {
+                    missing(format!(
+                        "bridge {} of network \"{}\" is missing",
+                        net.bridge, net.name
+                    ))
+                })?;
+            let veth = host
+                .link(host_end)
+                .map_err(|e| Error::kernel("list links", e))?
+                .ok_or_else(|| missing(format!("veth {host_end} of {container} is missing")))?;
+            if veth.controller != Some(bridge.index) {
+                return Err(missing(format!(
+                    "veth {host_end} of {container} is not a port of bridge {}",
+                    net.bridge
+                )));
+            }
         }
         let path = c.netns.clone().unwrap_or_default();
         let ns = open_ns(&path)?;
@@ -333,11 +335,7 @@ fn detach_one(
         c.ports.clear();
     }
     refresh_ports(db, kernel, journal, &before, &c)?;
-    kernel
-        .host()?
-        .del_link(&ep.host_ifname)
-        .map_err(|e| Error::kernel(format!("delete veth {}", ep.host_ifname), e))?;
-    shaping::remove(kernel, &ep)?;
+    unplumb(kernel, c.netns.as_deref(), &ep)?;
     db.release_leases(&ep.network, container)?;
     if c.endpoints.is_empty() {
         db.delete_container(container)?;

@@ -29,6 +29,12 @@ impl Engine {
         self.transact(|db, kernel, journal| {
             names::check_ifname(name)?;
             let net = network::get(db, network)?;
+            if net.driver != crate::model::Driver::Bridge {
+                return Err(Error::Invalid(format!(
+                    "network \"{network}\" is a {} network; a tap plugs into a bridge network (a VM on a macvlan network takes a macvtap device)",
+                    net.driver
+                )));
+            }
             let host = kernel.host()?;
             if host
                 .link(name)

@@ -47,7 +47,24 @@ pub fn create(req: CreateRequest) -> Result<Network, Failure> {
         n.network_interface = Some(v);
     }
 
+    let macvlan = n.driver == "macvlan";
+    if macvlan {
+        // The parent: the host's device, named or (at setup) the one of the
+        // default route. Its subnet is the link's, which only the user
+        // knows: rete does not run DHCP for macvlan networks.
+        if let Some(p) = &n.network_interface {
+            rete::names::check_ifname(p)?;
+        }
+        if n.subnets.is_empty() {
+            return Err(Failure(format!(
+                "macvlan network \"{}\" needs a subnet (the one of its parent's link): rete does not lease macvlan addresses by DHCP",
+                n.name
+            )));
+        }
+        n.dns_enabled = false;
+    }
     match &n.network_interface {
+        _ if macvlan => {}
         Some(b) => {
             rete::names::check_ifname(b)?;
             if used.interfaces.contains(b) {
@@ -318,7 +335,8 @@ mod tests {
             none
         )
         .contains("overlap"));
-        assert!(err(r#"{"name":"p","driver":"macvlan"}"#, none).contains("macvlan"));
+        assert!(err(r#"{"name":"p","driver":"macvlan"}"#, none).contains("needs a subnet"));
+        assert!(err(r#"{"name":"p","driver":"ipvlan"}"#, none).contains("ipvlan driver"));
         assert!(
             err(r#"{"name":"p","network_dns_servers":["1.1.1.1"]}"#, none).contains("dns_enabled")
         );

@@ -77,23 +77,47 @@ pub fn bridge_options(n: &Network) -> Result<BridgeOptions, Failure> {
     Ok(out)
 }
 
-/// The rete network Podman's configuration describes.
-pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
-    match n.driver.as_str() {
-        "bridge" => {}
-        "macvlan" => {
-            return Err(Failure(format!(
-                "network \"{}\" uses the macvlan driver, which rete does not support yet; use a bridge network",
-                n.name
-            )))
-        }
-        other => {
-            return Err(Failure(format!(
-                "network \"{}\" uses the {other} driver; rete supports only bridge networks",
-                n.name
-            )))
+/// Reads a macvlan network's `options`: `mode` (the macvlan mode) and
+/// `mtu`. Options rete cannot honour are refused; others are ignored.
+fn macvlan_options(n: &Network) -> Result<(BTreeMap<String, String>, Option<u32>), Failure> {
+    let mut options = BTreeMap::new();
+    let mut mtu = None;
+    if let Some(parent) = n.network_interface.as_ref().filter(|p| !p.is_empty()) {
+        options.insert("parent".to_string(), parent.clone());
+    }
+    for (k, v) in &n.options {
+        let bad = |why: &str| Failure(format!("network \"{}\": option {k}={v}: {why}", n.name));
+        match k.as_str() {
+            "mode" if !v.is_empty() => {
+                v.parse::<model::MacvlanMode>().map_err(|e| bad(&e))?;
+                options.insert("mode".to_string(), v.clone());
+            }
+            "mtu" => match v.parse::<u32>() {
+                Ok(0) => {}
+                Ok(x) => mtu = Some(x),
+                Err(_) => return Err(bad("not a number")),
+            },
+            "no_default_route" if v == "true" || v == "1" => {
+                return Err(bad("not supported by rete yet"))
+            }
+            _ => {}
         }
     }
+    Ok((options, mtu))
+}
+
+/// The rete network Podman's configuration describes.
+pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
+    let driver = match n.driver.as_str() {
+        "bridge" => model::Driver::Bridge,
+        "macvlan" => model::Driver::Macvlan,
+        other => {
+            return Err(Failure(format!(
+                "network \"{}\" uses the {other} driver; rete supports bridge and macvlan networks",
+                n.name
+            )))
+        }
+    };
     match n.ipam_options.get("driver").map(String::as_str) {
         None | Some("") | Some("host-local") => {}
         Some(other) => {
@@ -115,7 +139,6 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
             n.name
         )));
     }
-    let options = bridge_options(n)?;
     let subnets = n
         .subnets
         .iter()
@@ -130,14 +153,26 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
             }
         })
         .collect();
+    let (bridge, options, mtu) = match driver {
+        model::Driver::Bridge => {
+            let o = bridge_options(n)?;
+            let isolate = BTreeMap::from([("isolate".to_string(), o.isolate.to_string())]);
+            (n.network_interface.clone(), isolate, o.mtu)
+        }
+        model::Driver::Macvlan => {
+            let (options, mtu) = macvlan_options(n)?;
+            (None, options, mtu)
+        }
+    };
     Ok(NetworkRequest {
         name: n.name.clone(),
+        driver,
         subnets,
         internal: n.internal,
-        mtu: options.mtu,
-        bridge: n.network_interface.clone(),
+        mtu,
+        bridge,
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
-        options: BTreeMap::from([("isolate".to_string(), options.isolate.to_string())]),
+        options,
         disable_dns: !n.dns_enabled,
         direct: Vec::new(),
     })
@@ -156,17 +191,32 @@ pub fn same_network(have: &model::Network, want: &NetworkRequest) -> bool {
             })
         });
     let isolate = want.options.get("isolate").map(String::as_str) == Some("true");
+    let device = want.bridge.as_ref().or(want.options.get("parent"));
+    let mode_matches = match want.driver {
+        model::Driver::Bridge => true,
+        model::Driver::Macvlan => {
+            want.options
+                .get("mode")
+                .map(String::as_str)
+                .unwrap_or("bridge")
+                == have.macvlan_mode().to_string()
+        }
+    };
     subnets_match
-        && want.bridge.as_ref().is_none_or(|b| b == &have.bridge)
+        && have.driver == want.driver
+        && mode_matches
+        && device.is_none_or(|b| b == &have.bridge)
         && have.internal == want.internal
         && have.isolate == isolate
-        && have.dns != want.disable_dns
+        && (have.dns != want.disable_dns || want.driver == model::Driver::Macvlan)
         && have.mtu == want.mtu
 }
 
 /// One attachment per network of the request, in Podman's order. The
-/// container's published ports go with the first: the engine keeps them
-/// per container, aimed at its first address of each family.
+/// container's published ports go with the first bridge network: the engine
+/// keeps them per container, aimed at its first bridged address of each
+/// family. A container on macvlan networks alone publishes nothing, as with
+/// netavark: it is reached at its own address.
 pub fn attach_requests(req: &SetupRequest, netns: &Path) -> Result<Vec<AttachRequest>, Failure> {
     if req.networks.0.is_empty() {
         return Err(Failure("the request names no networks".into()));
@@ -207,7 +257,11 @@ pub fn attach_requests(req: &SetupRequest, netns: &Path) -> Result<Vec<AttachReq
             ifname: per.interface_name.clone(),
             ips: per.static_ips.clone(),
             mac,
-            ports: std::mem::take(&mut ports),
+            ports: if net.driver == "macvlan" {
+                Vec::new()
+            } else {
+                std::mem::take(&mut ports)
+            },
             aliases,
             bandwidth: None,
             labels,
@@ -359,11 +413,30 @@ mod tests {
     }
 
     #[test]
+    fn podman_macvlan_network_names_its_parent_and_mode() {
+        let n = network(
+            r#"{"name":"lan","driver":"macvlan","network_interface":"eth9",
+                "subnets":[{"subnet":"192.168.7.0/24","gateway":"192.168.7.1"}],
+                "options":{"mode":"private","mtu":"1400"},
+                "ipam_options":{"driver":"host-local"}}"#,
+        );
+        let r = network_request(&n).unwrap();
+        assert_eq!(r.driver, model::Driver::Macvlan);
+        assert_eq!(r.bridge, None);
+        assert_eq!(r.options["parent"], "eth9");
+        assert_eq!(r.options["mode"], "private");
+        assert!(!r.options.contains_key("isolate"));
+        assert_eq!(r.mtu, Some(1400));
+    }
+
+    #[test]
     fn unsupported_networks_are_refused_by_name() {
         let err = |json: &str| network_request(&network(json)).unwrap_err().0;
         let sub = r#""subnets":[{"subnet":"10.1.0.0/24"}]"#;
-        assert!(err(&format!(r#"{{"name":"m","driver":"macvlan",{sub}}}"#))
-            .contains("macvlan driver, which rete does not support yet"));
+        assert!(err(&format!(
+            r#"{{"name":"m","driver":"macvlan",{sub},"options":{{"mode":"source"}}}}"#
+        ))
+        .contains("unknown macvlan mode \"source\""));
         assert!(err(&format!(r#"{{"name":"i","driver":"ipvlan",{sub}}}"#)).contains("ipvlan"));
         assert!(err(r#"{"name":"d","ipam_options":{"driver":"dhcp"}}"#).contains("dhcp IPAM"));
         assert!(err(r#"{"name":"e"}"#).contains("no subnets"));
@@ -460,6 +533,7 @@ mod tests {
     #[test]
     fn status_block_reports_dns_on_gateways() {
         let net = model::Network {
+            driver: model::Driver::Bridge,
             name: "n".into(),
             id: "i".into(),
             bridge: "podman1".into(),
