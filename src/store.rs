@@ -173,6 +173,18 @@ impl Db<'_> {
         all(self.0, "SELECT data FROM containers ORDER BY name")
     }
 
+    /// Containers in the network namespace of `name` (`--network
+    /// container:NAME`), found by SQLite's JSON functions without
+    /// deserializing every record.
+    pub fn sharing_namespace_of(&self, name: &str) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT name FROM containers WHERE json_extract(data, '$.mode.mode') = 'container' \
+             AND json_extract(data, '$.mode.of') = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([name], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn put_container(&self, c: &Container) -> Result<()> {
         self.0.execute(
             "INSERT OR REPLACE INTO containers (name, data) VALUES (?1, ?2)",

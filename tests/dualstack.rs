@@ -223,3 +223,39 @@ fn ipv6_only_network() {
     lab.rete_ok(&["network", "rm", "six"]);
     assert_no_residue(&lab);
 }
+
+/// An interface on an IPv4-only network has no IPv6 link-local address (so
+/// it sends no IPv6 probes, reports or solicitations for its bridge to
+/// flood to every container); on a network with IPv6 it has one, as NDP
+/// wants. Host ends of veths never have one.
+#[test]
+fn ipv6_link_local_only_where_the_network_has_ipv6() {
+    require_root!();
+    let lab = Lab::new("ds-linklocal");
+    lab.rete_ok(&["network", "create", "v4", "--subnet", "10.75.0.0/24"]);
+    lab.rete_ok(&[
+        "network",
+        "create",
+        "ds",
+        "--subnet",
+        "10.76.0.0/24",
+        "--subnet",
+        "fd00:76::/64",
+    ]);
+    lab.rete_ok(&["create", "a", "--network", "v4"]);
+    lab.rete_ok(&["create", "b", "--network", "ds"]);
+    let a = sh_in(&lab.container_ns("a"), "ip -6 -o addr show dev eth0");
+    assert!(!a.contains("fe80"), "IPv4-only: no link-local: {a}");
+    let b = sh_in(&lab.container_ns("b"), "ip -6 -o addr show dev eth0");
+    assert!(b.contains("fe80") && b.contains("fd00:76::"), "{b}");
+    for veth in lab.links_named("rete-") {
+        let addrs = lab.sh_host(&format!("ip -6 -o addr show dev {veth}"));
+        assert!(addrs.trim().is_empty(), "host end {veth}: {addrs}");
+    }
+    // IPv4 still flows on the IPv4-only network.
+    lab.rete_ok(&["create", "c", "--network", "v4"]);
+    assert!(ping(&lab.container_ns("a"), lab.addr_of("c", "v4", false)));
+    lab.rete_ok(&["rm", "a", "b", "c"]);
+    lab.rete_ok(&["network", "rm", "v4", "ds"]);
+    assert_no_residue(&lab);
+}

@@ -425,12 +425,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
     let Some(c) = db.container(name)? else {
         return Ok(false);
     };
-    let dependents: Vec<String> = db
-        .containers()?
-        .into_iter()
-        .filter(|d| d.mode == Mode::Container(name.to_string()))
-        .map(|d| d.name)
-        .collect();
+    let dependents = db.sharing_namespace_of(name)?;
     if !dependents.is_empty() {
         return Err(Error::InUse(format!(
             "container \"{name}\" shares its network namespace with {}; remove them first",

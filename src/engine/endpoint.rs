@@ -242,8 +242,9 @@ pub(super) fn plumb(
                 std::io::Error::from_raw_os_error(libc::ENODEV),
             )
         })?;
+    let ipv6 = net.subnets.iter().any(|s| s.subnet.addr().is_ipv6());
     inner
-        .set_up(link.index)
+        .start_interface(link.index, ipv6)
         .map_err(|e| Error::kernel(format!("bring up {ifname} of {container}"), e))?;
     for a in &ep.addresses {
         inner
