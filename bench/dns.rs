@@ -29,6 +29,8 @@
 //! Run as root: `bench/dns.sh` or
 //! `cargo build --release --bin rete --example bench_dns && target/release/examples/bench_dns`.
 
+#[path = "dnsload.rs"]
+mod dnsload;
 #[path = "lab.rs"]
 mod lab;
 
@@ -61,6 +63,9 @@ struct Args {
     /// dnsperf threads in the throughput test (-T)
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Queries the batching client keeps outstanding (as dnsperf's -q)
+    #[arg(long, default_value_t = 200)]
+    window: usize,
     /// Pin dnsperf to CPU 0 and both servers to CPU 1 (default: the
     /// scheduler places everything, as on a real host)
     #[arg(long)]
@@ -286,6 +291,10 @@ struct Server {
     qps: Vec<f64>,
     /// Server CPU time per query at full speed, in microseconds.
     cpu_us: Vec<f64>,
+    /// The same under the batching client (bench/dnsload.rs).
+    batch_qps: Vec<f64>,
+    batch_cpu_us: Vec<f64>,
+    batch_lost: Vec<u64>,
     avg_ms: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
@@ -308,6 +317,9 @@ impl Server {
             pid,
             qps: vec![],
             cpu_us: vec![],
+            batch_qps: vec![],
+            batch_cpu_us: vec![],
+            batch_lost: vec![],
             avg_ms: vec![],
             p50: vec![],
             p99: vec![],
@@ -436,6 +448,7 @@ fn bench(args: Args) -> Res<()> {
         let _ = writeln!(q, "{} A", e.name);
     }
     std::fs::write(&names, q).map_err(|e| e.to_string())?;
+    let query_names: Vec<String> = entries[..args.n].iter().map(|e| e.name.clone()).collect();
     let stable = lab.dir.join("stable.txt");
     std::fs::write(&stable, "c0 A\n").map_err(|e| e.to_string())?;
 
@@ -514,6 +527,31 @@ fn bench(args: Args) -> Res<()> {
             s.cpu_us.push(cpu_us);
             s.qps.push(p.qps);
             s.avg_ms.push(p.avg_ms);
+        }
+        for &i in &order {
+            let s = &mut servers[i];
+            let cpu0 = cpu_seconds(s.pid);
+            let load = dnsload::run(
+                client.open()?,
+                args.pin.then_some(client_cpu),
+                std::net::SocketAddr::new(GATEWAY.parse().unwrap(), s.port),
+                query_names.clone(),
+                args.window,
+                Duration::from_secs(args.seconds as u64),
+            )?;
+            let cpu_us = (cpu_seconds(s.pid) - cpu0) * 1e6 / load.sent.max(1) as f64;
+            eprintln!(
+                "run {}: {:>12} batching client {:>9.0} qps (sent {}, answered {}, lost {}, server CPU {cpu_us:.1} us/query)",
+                r + 1,
+                s.name,
+                load.qps,
+                load.sent,
+                load.answered,
+                load.lost
+            );
+            s.batch_qps.push(load.qps);
+            s.batch_cpu_us.push(cpu_us);
+            s.batch_lost.push(load.lost);
         }
         for &i in &order {
             let s = &mut servers[i];
@@ -700,6 +738,45 @@ fn bench(args: Args) -> Res<()> {
         "- per run, qps: rete {:?}, aardvark-dns {:?}",
         rounded(&rete_v.qps),
         rounded(&aard.qps)
+    );
+    println!();
+    println!(
+        "Batching client (bench/dnsload.rs: one UDP socket, {} queries outstanding, sendmmsg/recvmmsg of up to 64; a query counts when a NOERROR answer with its ID comes back; 1 s timeout), {} s per run:",
+        args.window, args.seconds
+    );
+    println!();
+    println!("| server | qps | server CPU per query (us) | lost (all runs) |");
+    println!("|---|---:|---:|---:|");
+    for s in &servers {
+        println!(
+            "| {} | {:.0} | {:.1} | {} |",
+            s.name,
+            median(&s.batch_qps),
+            median(&s.batch_cpu_us),
+            s.batch_lost.iter().sum::<u64>()
+        );
+    }
+    let batch_ratios: Vec<f64> = rete_v
+        .batch_qps
+        .iter()
+        .zip(&aard.batch_qps)
+        .map(|(r, a)| r / a)
+        .collect();
+    println!();
+    println!(
+        "- rete / aardvark-dns with the batching client: {:.2}x the median qps; per run {}; median {:.2}x",
+        median(&rete_v.batch_qps) / median(&aard.batch_qps),
+        batch_ratios
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&batch_ratios)
+    );
+    println!(
+        "- per run, qps: rete {:?}, aardvark-dns {:?}",
+        rounded(&rete_v.batch_qps),
+        rounded(&aard.batch_qps)
     );
     println!();
     println!(

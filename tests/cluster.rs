@@ -668,3 +668,130 @@ fn etcd_over_tls() {
         stderr(&out)
     );
 }
+
+/// Runs `f` against the lab's etcd from inside the outside namespace (the
+/// test process itself is in no namespace that reaches it).
+fn with_etcd<T: Send>(
+    lab: &ClusterLab,
+    f: impl AsyncFnOnce(&mut etcd_client::Client) -> T + Send,
+) -> T {
+    let url = lab.etcd_url();
+    common::in_ns(&lab.outside, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut client = etcd_client::Client::connect([url], None)
+                .await
+                .expect("connect to the lab's etcd");
+            f(&mut client).await
+        })
+    })
+}
+
+/// An agent whose watch fell behind etcd's compaction lists again and
+/// catches up. The agent is stopped (SIGSTOP) so that it reads nothing;
+/// meanwhile a host joins and a burst of records comes and goes, enough to
+/// fill the watch's stream, so etcd puts the watch aside; then etcd
+/// compacts its history past the events the watch still owes. On SIGCONT
+/// etcd tells the watch it was compacted, and the agent must list again to
+/// learn the new host.
+#[test]
+fn a_watch_behind_compaction_relists() {
+    require_cluster_lab!();
+    let mut lab = ClusterLab::new("compaction", 2, "vxlan", 60);
+    let a = {
+        lab.container(0, "a");
+        lab.container_ns(0, "a")
+    };
+    let h1_agent = lab.hosts[0].agent.as_ref().unwrap().id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(h1_agent, libc::SIGSTOP) };
+    with_etcd(&lab, async |c| {
+        let junk = "x".repeat(16 * 1024);
+        for i in 0..400 {
+            let key = format!("/rete/subnets/burst-{i}");
+            c.put(key.as_str(), junk.as_str(), None).await.unwrap();
+            c.delete(key.as_str(), None).await.unwrap();
+        }
+    });
+    lab.add_host(3);
+    lab.start_agent(2);
+    lab.wait_for("h3 in node ls", Duration::from_secs(30), |l| {
+        l.nodes().len() == 3
+    });
+    let h3 = lab.subnet_of("h3").unwrap();
+    let compacted = with_etcd(&lab, async |c| {
+        let rev = c
+            .get("/rete/config", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        c.compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+        rev
+    });
+    assert!(
+        !lab.routes(0).contains(&h3),
+        "h1 cannot know h3 while stopped"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(h1_agent, libc::SIGCONT) };
+    lab.wait_for(
+        &format!("h1 to see its watch compacted (revision {compacted})"),
+        Duration::from_secs(30),
+        |l| {
+            l.agent_log(0)
+                .contains("fell behind etcd's compaction; listing again")
+        },
+    );
+    lab.wait_for("h1 to learn h3 by listing", Duration::from_secs(30), |l| {
+        l.routes(0).contains(&h3)
+    });
+    lab.wait_for("h3's cluster network", Duration::from_secs(15), |l| {
+        l.rete(2, &["network", "inspect", "cluster"])
+            .status
+            .success()
+    });
+    let c = lab.container(2, "c");
+    assert!(ping(&a, c), "h1's container reaches h3's");
+}
+
+/// An agent paused for longer than its lease (a stopped process, a host
+/// cut off) finds its record gone when it resumes: that is an expiry, not
+/// `rete node rm`, so it claims its subnet again and stays in the cluster.
+#[test]
+fn a_paused_agent_whose_lease_expired_comes_back() {
+    require_cluster_lab!();
+    let mut lab = ClusterLab::new("paused", 2, "vxlan", 2);
+    let h1 = lab.subnet_of("h1").unwrap();
+    let pid = lab.hosts[0].agent.as_ref().unwrap().id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    lab.wait_for("h1's lease to expire", Duration::from_secs(30), |l| {
+        l.subnet_of("h1").is_none()
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    lab.wait_for("h1 back in node ls", Duration::from_secs(30), |l| {
+        l.subnet_of("h1").is_some()
+    });
+    assert_eq!(lab.subnet_of("h1").unwrap(), h1, "the same subnet again");
+    std::thread::sleep(Duration::from_secs(1));
+    let agent = lab.hosts[0].agent.as_mut().unwrap();
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent must keep running: {}",
+        lab.agent_log(0)
+    );
+    lab.wait_for("h2 to route to h1 again", Duration::from_secs(30), |l| {
+        l.routes(1).contains(&h1)
+    });
+}

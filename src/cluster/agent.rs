@@ -190,8 +190,21 @@ impl Agent<'_> {
                                     continue;
                                 };
                                 if subnet == me.subnet {
-                                    // Our lease is alive (we renew it), so
-                                    // someone removed the record.
+                                    // Either our lease expired (the agent
+                                    // was paused or cut off for longer
+                                    // than its TTL): claim the subnet
+                                    // again in a new session; or it lives
+                                    // and someone removed the record.
+                                    let alive = client
+                                        .lease_time_to_live(lease, None)
+                                        .await
+                                        .is_ok_and(|r| r.ttl() > 0);
+                                    if !alive {
+                                        return Err(Error::Cluster(format!(
+                                            "the lease of host {} expired and etcd dropped its record",
+                                            self.opts.node
+                                        )));
+                                    }
                                     let _ = client.lease_revoke(lease).await;
                                     return Ok(End::Removed);
                                 }
