@@ -129,13 +129,19 @@ impl ClusterLab {
             l.nodes().len() == n
         });
         for i in 0..n {
-            lab.wait_for("the cluster network", Duration::from_secs(15), |l| {
-                l.rete(i, &["network", "inspect", "cluster"])
-                    .status
-                    .success()
-            });
+            lab.wait_for_cluster_network(i);
         }
         lab
+    }
+
+    /// Waits until host i's agent has made its `cluster` network.
+    fn wait_for_cluster_network(&self, i: usize) {
+        let what = format!("{}'s cluster network", self.hosts[i].name);
+        self.wait_for(&what, Duration::from_secs(15), |l| {
+            l.rete(i, &["network", "inspect", "cluster"])
+                .status
+                .success()
+        });
     }
 
     /// A namespace on the underlay with address `ip`.
@@ -559,11 +565,7 @@ fn etcd_outage() {
     lab.wait_for("h1 to learn h3", Duration::from_secs(30), |l| {
         l.routes(0).contains(&h3)
     });
-    lab.wait_for("h3's cluster network", Duration::from_secs(15), |l| {
-        l.rete(2, &["network", "inspect", "cluster"])
-            .status
-            .success()
-    });
+    lab.wait_for_cluster_network(2);
     let c = lab.container(2, "c");
     assert!(ping(&from_a, c));
     assert!(ping(&from_a, b));
@@ -755,11 +757,7 @@ fn a_watch_behind_compaction_relists() {
     lab.wait_for("h1 to learn h3 by listing", Duration::from_secs(30), |l| {
         l.routes(0).contains(&h3)
     });
-    lab.wait_for("h3's cluster network", Duration::from_secs(15), |l| {
-        l.rete(2, &["network", "inspect", "cluster"])
-            .status
-            .success()
-    });
+    lab.wait_for_cluster_network(2);
     let c = lab.container(2, "c");
     assert!(ping(&a, c), "h1's container reaches h3's");
 }

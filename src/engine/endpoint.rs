@@ -172,15 +172,7 @@ pub(super) fn plumb(
     let host = kernel.host()?;
     match net.driver {
         Driver::Bridge => {
-            let bridge = host
-                .link(&net.bridge)
-                .map_err(|e| Error::kernel("list links", e))?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
-                        net.bridge, net.name
-                    ))
-                })?;
+            let bridge = host_device(host, net)?;
             journal.record(Undo::Link(ep.host_ifname.clone()))?;
             host.add_veth(&VethSpec {
                 host: &ep.host_ifname,
@@ -203,15 +195,7 @@ pub(super) fn plumb(
         Driver::Macvlan => {
             // Made inside the container's namespace, it goes with it: there
             // is nothing on the host to journal.
-            let parent = host
-                .link(&net.bridge)
-                .map_err(|e| Error::kernel("list links", e))?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "parent device {} of macvlan network \"{}\" is missing from the host",
-                        net.bridge, net.name
-                    ))
-                })?;
+            let parent = host_device(host, net)?;
             host.add_macvlan(&MacvlanSpec {
                 name: &ep.ifname,
                 parent: parent.index,
@@ -276,6 +260,24 @@ pub(super) fn plumb(
         ep.mac = names::format_mac(mac);
     }
     shaping::apply(kernel, journal, ep)
+}
+
+/// The network's device on the host: its bridge, or its macvlan parent.
+fn host_device(host: &mut Rtnl, net: &Network) -> Result<crate::netlink::Link> {
+    host.link(&net.bridge)
+        .map_err(|e| Error::kernel("list links", e))?
+        .ok_or_else(|| {
+            Error::NotFound(match net.driver {
+                Driver::Bridge => format!(
+                    "bridge {} of network \"{}\" is missing from the host; run `rete gc` to restore it",
+                    net.bridge, net.name
+                ),
+                Driver::Macvlan => format!(
+                    "parent device {} of macvlan network \"{}\" is missing from the host; recreate the network on an existing device",
+                    net.bridge, net.name
+                ),
+            })
+        })
 }
 
 /// Takes the endpoint's devices out of the kernel: the host end of its veth
