@@ -79,9 +79,10 @@ pub(super) fn attach(
     }
     let addresses = lease(db, container, req.net, req.ip4, req.ip6)?;
     // A passthru macvlan takes its parent's MAC.
-    let mac = match req.net.macvlan_mode() {
-        MacvlanMode::Passthru if macvlan => None,
-        _ => req.mac.or_else(|| derived_mac(&addresses)),
+    let mac = if macvlan && req.net.macvlan_mode() == MacvlanMode::Passthru {
+        None
+    } else {
+        req.mac.or_else(|| derived_mac(&addresses))
     };
     let mut ep = Endpoint {
         network: req.net.name.clone(),

@@ -138,10 +138,12 @@ impl Engine {
                 let Some(path) = c.netns.clone() else {
                     continue;
                 };
-                let has_macvlan = c.endpoints.iter().any(|e| e.host_end().is_none());
+                // A veth pair is missing if its host end is; a macvlan
+                // interface can only be looked for inside.
                 let veth_lost =
                     |e: &crate::model::Endpoint| e.host_end().is_some_and(|h| !links.contains(h));
-                if !has_macvlan && !c.endpoints.iter().any(veth_lost) {
+                let look_inside = c.endpoints.iter().any(|e| e.host_end().is_none());
+                if !look_inside && !c.endpoints.iter().any(veth_lost) {
                     continue;
                 }
                 let ns = netns::open(&path).map_err(|e| {
@@ -149,16 +151,15 @@ impl Engine {
                 })?;
                 let mut inner = Rtnl::open_in(&ns)
                     .map_err(|e| crate::error::Error::kernel("open rtnetlink in container", e))?;
-                let mut lost = Vec::new();
-                for (i, e) in c.endpoints.iter().enumerate() {
-                    let missing = match e.host_end() {
-                        Some(_) => veth_lost(e),
-                        None => inner.link(&e.ifname).ok().flatten().is_none(),
-                    };
-                    if missing {
-                        lost.push(i);
-                    }
-                }
+                let lost: Vec<usize> = (0..c.endpoints.len())
+                    .filter(|&i| {
+                        let e = &c.endpoints[i];
+                        match e.host_end() {
+                            Some(_) => veth_lost(e),
+                            None => inner.link(&e.ifname).ok().flatten().is_none(),
+                        }
+                    })
+                    .collect();
                 if lost.is_empty() {
                     continue;
                 }

@@ -134,12 +134,6 @@ pub(super) fn create(
         Driver::Bridge => bridge_settings(&req, host, &others)?,
         Driver::Macvlan => macvlan_settings(&req, host, &others)?,
     };
-    if req.driver == Driver::Macvlan && req.subnets.is_empty() {
-        return Err(Error::Invalid(format!(
-            "macvlan network \"{}\" needs --subnet: the subnet of the link its parent {} is on",
-            req.name, settings.device
-        )));
-    }
 
     let subnets = if req.subnets.is_empty() {
         let mut taken: Vec<IpNet> = others
@@ -271,7 +265,10 @@ fn bridge_settings(
     let device = match &req.bridge {
         Some(b) => {
             names::check_ifname(b)?;
-            if let Some(n) = others.iter().find(|n| &n.bridge == b) {
+            if let Some(n) = others
+                .iter()
+                .find(|n| n.driver == Driver::Bridge && &n.bridge == b)
+            {
                 return Err(Error::Conflict(format!(
                     "bridge \"{b}\" already belongs to network \"{}\"",
                     n.name
@@ -357,6 +354,12 @@ fn macvlan_settings(
     if rete_made {
         return Err(Error::Invalid(format!(
             "\"{parent}\" is a device rete made for a bridge network; a macvlan parent must be one of the host's own links"
+        )));
+    }
+    if req.subnets.is_empty() {
+        return Err(Error::Invalid(format!(
+            "macvlan network \"{}\" needs --subnet: the subnet of the link its parent {parent} is on",
+            req.name
         )));
     }
     let options = BTreeMap::from([

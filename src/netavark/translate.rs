@@ -153,6 +153,9 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
             }
         })
         .collect();
+    // The engine resolves no names on macvlan networks (their gateway is
+    // a router outside), whatever Podman says.
+    let disable_dns = !n.dns_enabled || driver == model::Driver::Macvlan;
     let (bridge, options, mtu) = match driver {
         model::Driver::Bridge => {
             let o = bridge_options(n)?;
@@ -173,7 +176,7 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
         bridge,
         labels: BTreeMap::from([(FRONTEND.0.to_string(), FRONTEND.1.to_string())]),
         options,
-        disable_dns: !n.dns_enabled,
+        disable_dns,
         direct: Vec::new(),
     })
 }
@@ -192,23 +195,16 @@ pub fn same_network(have: &model::Network, want: &NetworkRequest) -> bool {
         });
     let isolate = want.options.get("isolate").map(String::as_str) == Some("true");
     let device = want.bridge.as_ref().or(want.options.get("parent"));
-    let mode_matches = match want.driver {
-        model::Driver::Bridge => true,
-        model::Driver::Macvlan => {
-            want.options
-                .get("mode")
-                .map(String::as_str)
-                .unwrap_or("bridge")
-                == have.macvlan_mode().to_string()
-        }
-    };
+    let mode: Option<model::MacvlanMode> = want.options.get("mode").and_then(|m| m.parse().ok());
+    let mode_matches =
+        want.driver == model::Driver::Bridge || mode.unwrap_or_default() == have.macvlan_mode();
     subnets_match
         && have.driver == want.driver
         && mode_matches
         && device.is_none_or(|b| b == &have.bridge)
         && have.internal == want.internal
         && have.isolate == isolate
-        && (have.dns != want.disable_dns || want.driver == model::Driver::Macvlan)
+        && have.dns != want.disable_dns
         && have.mtu == want.mtu
 }
 
