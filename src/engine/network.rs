@@ -234,6 +234,9 @@ struct Settings {
     options: BTreeMap<String, String>,
 }
 
+/// A bridge network's options (`isolate`, `masquerade`, both on unless
+/// turned off) and its bridge: the one named, which must be new, or the
+/// first free `reteN`.
 fn bridge_settings(
     req: &NetworkRequest,
     host: &mut crate::netlink::Rtnl,
