@@ -13,7 +13,10 @@
 //! the outside namespace reaches the server container's own address, routed
 //! by the host without NAT (the outside namespace has a route to the
 //! network's subnet via the uplink). Against `published` it separates the
-//! cost of DNAT from the cost of the extra hop.
+//! cost of DNAT from the cost of the extra hop. A fifth, `egress`, also a
+//! diagnostic: the client container reaches the outside namespace's
+//! address, masqueraded by the host on the way out of its uplink (the
+//! host's default route).
 //!
 //! The cases are interleaved, run after run; the report gives the median of
 //! the runs in Gbit/s and its ratio to the baseline's median.
@@ -57,6 +60,8 @@ struct Case {
     server: Ns,
     client: Ns,
     target: String,
+    /// The port the client connects to (the server listens on PORT).
+    port: u16,
     gbits: Vec<f64>,
 }
 
@@ -103,7 +108,8 @@ fn bench(args: Args) -> Res<()> {
         &host,
         &format!(
             "link set lo up\nlink add uplink type veth peer name wan netns {}\n\
-             addr add {UPLINK_HOST}/24 dev uplink\nlink set uplink up\n",
+             addr add {UPLINK_HOST}/24 dev uplink\nlink set uplink up\n\
+             route add default via {UPLINK_OUTSIDE}\n",
             outside.path.display()
         ),
     )?;
@@ -153,6 +159,58 @@ fn bench(args: Args) -> Res<()> {
         .and_then(|a| a.split('/').next())
         .ok_or("inspect: no address")?
         .to_string();
+
+    // The same again on a host whose uplink carries BIG TCP (IPv4 GSO
+    // packets of BIG_TCP bytes, as on a NIC that supports it): a network
+    // created now gives its veths that limit. A bare pair with the same
+    // limit is the like-for-like baseline.
+    let a2 = lab.netns(&format!("rb-tp-a2-{tag}"))?;
+    let b2 = lab.netns(&format!("rb-tp-b2-{tag}"))?;
+    ip_batch(
+        &a2,
+        &format!(
+            "link set lo up\nlink add veth-a type veth peer name veth-b netns {}\n\
+             addr add 10.201.1.1/24 dev veth-a\nlink set veth-a up\n",
+            b2.path.display()
+        ),
+    )?;
+    ip_batch(
+        &b2,
+        "link set lo up\naddr add 10.201.1.2/24 dev veth-b\nlink set veth-b up\n",
+    )?;
+    set_gso(&a2, "veth-a")?;
+    set_gso(&b2, "veth-b")?;
+    set_gso(&host, "uplink")?;
+    let mut create = vec!["network", "create", "tpbig", "--subnet", "10.203.0.0/24"];
+    if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
+        create.push("--disable-dns");
+    }
+    rete(&create)?;
+    let big_port = (PORT + 1).to_string();
+    rete(&[
+        "create",
+        "srvbig",
+        "--network",
+        "tpbig",
+        "-p",
+        &format!("{big_port}:{PORT}"),
+    ])?;
+    rete(&["create", "clibig", "--network", "tpbig"])?;
+    let inspect_big: serde_json::Value =
+        serde_json::from_str(&rete(&["inspect", "srvbig", "clibig"])?)
+            .map_err(|e| format!("rete inspect: {e}"))?;
+    let big_ns = |i: usize| -> Res<Ns> {
+        let p = inspect_big[i]["netns"]
+            .as_str()
+            .ok_or("inspect: no netns")?;
+        Ok(Ns { path: p.into() })
+    };
+    let srvbig_ip = inspect_big[0]["endpoints"][0]["addresses"][0]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .ok_or("inspect: no address")?
+        .to_string();
+
     let bridge_nf = {
         let h = host.open()?;
         let mut cmd = cmd_in(&h, "cat");
@@ -171,6 +229,7 @@ fn bench(args: Args) -> Res<()> {
                 path: a.path.clone(),
             },
             target: "10.201.0.2".into(),
+            port: PORT,
             gbits: Vec::new(),
         },
         Case {
@@ -179,6 +238,7 @@ fn bench(args: Args) -> Res<()> {
             server: ns_of(0)?,
             client: ns_of(1)?,
             target: srv_ip.clone(),
+            port: PORT,
             gbits: Vec::new(),
         },
         Case {
@@ -187,6 +247,16 @@ fn bench(args: Args) -> Res<()> {
             server: ns_of(0)?,
             client: Ns { path: outside.path.clone() },
             target: srv_ip.clone(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "egress",
+            what: "diagnostic, no target: container -> outside address, masqueraded by the host",
+            server: Ns { path: outside.path.clone() },
+            client: ns_of(1)?,
+            target: UPLINK_OUTSIDE.into(),
+            port: PORT,
             gbits: Vec::new(),
         },
         Case {
@@ -197,6 +267,43 @@ fn bench(args: Args) -> Res<()> {
                 path: outside.path.clone(),
             },
             target: UPLINK_HOST.into(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "baseline-big",
+            what: "like-for-like baseline for the -big cases: a bare veth pair, both ends at the BIG TCP limit",
+            server: Ns { path: b2.path.clone() },
+            client: Ns { path: a2.path.clone() },
+            target: "10.201.1.2".into(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "bridge-big",
+            what: "bridge, on a network created after the host's uplink took BIG TCP",
+            server: big_ns(0)?,
+            client: big_ns(1)?,
+            target: srvbig_ip,
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "egress-big",
+            what: "egress, from that network, out of the BIG TCP uplink",
+            server: Ns { path: outside.path.clone() },
+            client: big_ns(1)?,
+            target: UPLINK_OUTSIDE.into(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "published-big",
+            what: "published, into that network",
+            server: big_ns(0)?,
+            client: Ns { path: outside.path.clone() },
+            target: UPLINK_HOST.into(),
+            port: PORT + 1,
             gbits: Vec::new(),
         },
     ];
@@ -204,14 +311,14 @@ fn bench(args: Args) -> Res<()> {
     eprintln!("machine: {}", lab::machine());
     for r in 1..=args.runs {
         for c in &mut cases {
-            let g = iperf(&mut lab, &c.server, &c.client, &c.target, args.seconds)
-                .map_err(|e| format!("{} run {r}: {e}", c.name))?;
+            let g =
+                iperf(&mut lab, c, args.seconds).map_err(|e| format!("{} run {r}: {e}", c.name))?;
             eprintln!("run {r} {}: {g:.2} Gbit/s", c.name);
             c.gbits.push(g);
         }
     }
-    rete(&["rm", "srv", "cli"])?;
-    rete(&["network", "rm", "tp"])?;
+    rete(&["rm", "srv", "cli", "srvbig", "clibig"])?;
+    rete(&["network", "rm", "tp", "tpbig"])?;
 
     let base = median(&cases[0].gbits);
     println!(
@@ -264,13 +371,45 @@ fn bench(args: Args) -> Res<()> {
         },
         100.0 * ratio("published")
     );
+    let big = median(
+        &cases
+            .iter()
+            .find(|c| c.name == "baseline-big")
+            .expect("case")
+            .gbits,
+    );
+    println!(
+        "- with BIG TCP ({BIG_TCP}) on the host's uplink: bridge-big {:.0}% of baseline \
+         ({:.0}% of baseline-big), published-big {:.0}%, egress-big {:.0}%",
+        100.0 * ratio("bridge-big"),
+        100.0 * ratio("bridge-big") * base / big,
+        100.0 * ratio("published-big"),
+        100.0 * ratio("egress-big"),
+    );
+    Ok(())
+}
+
+/// The IPv4 GSO limit of BIG TCP devices in this benchmark (what rete's
+/// veths take from an uplink with it).
+const BIG_TCP: u32 = 196608;
+
+/// Gives `dev` in `ns` the BIG TCP limit.
+fn set_gso(ns: &Ns, dev: &str) -> Res<()> {
+    let f = ns.open()?;
+    let mut rtnl = rete::netlink::Rtnl::open_in(&f).map_err(|e| format!("netlink: {e}"))?;
+    let link = rtnl
+        .link(dev)
+        .map_err(|e| format!("read {dev}: {e}"))?
+        .ok_or_else(|| format!("no {dev}"))?;
+    rtnl.set_gso_ipv4_max_size(link.index, BIG_TCP)
+        .map_err(|e| format!("set gso_ipv4_max_size of {dev}: {e}"))?;
     Ok(())
 }
 
 /// One iperf3 test from `client` to `target` where `server` listens; returns
 /// the receiver's Gbit/s.
-fn iperf(lab: &mut Lab, server: &Ns, client: &Ns, target: &str, seconds: u32) -> Res<f64> {
-    let s = server.open()?;
+fn iperf(lab: &mut Lab, case: &Case, seconds: u32) -> Res<f64> {
+    let s = case.server.open()?;
     let mut cmd = cmd_in(&s, "iperf3");
     // -1: serve one test, then exit; --forceflush: "listening" reaches us now.
     cmd.args(["-s", "-1", "--forceflush", "-p", &PORT.to_string()])
@@ -290,13 +429,13 @@ fn iperf(lab: &mut Lab, server: &Ns, client: &Ns, target: &str, seconds: u32) ->
             _ => return Err("iperf3 server did not start".into()),
         }
     }
-    let c = client.open()?;
+    let c = case.client.open()?;
     let mut cmd = cmd_in(&c, "iperf3");
     cmd.args([
         "-c",
-        target,
+        &case.target,
         "-p",
-        &PORT.to_string(),
+        &case.port.to_string(),
         "-t",
         &seconds.to_string(),
         "-J",

@@ -37,6 +37,10 @@ pub struct Network {
     #[serde(default = "yes")]
     pub dns: bool,
     pub mtu: Option<u32>,
+    /// IPv4 GSO and GRO size limit of the network's veths when above
+    /// 64 KiB (BIG TCP): fewer, larger packets between its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gso_max_size: Option<u32>,
     /// Destinations reached without masquerade (a cluster's container
     /// range: traffic between container subnets keeps its addresses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

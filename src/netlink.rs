@@ -41,6 +41,8 @@ pub struct Link {
     pub controller: Option<u32>,
     pub mac: Option<Vec<u8>>,
     pub mtu: Option<u32>,
+    /// The largest IPv4 GSO packet the device takes.
+    pub gso_ipv4_max_size: Option<u32>,
 }
 
 /// A blocking rtnetlink socket bound to one network namespace.
@@ -184,12 +186,22 @@ impl Rtnl {
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
         }
+        if let Some(size) = spec.gso_max_size {
+            peer = peer
+                .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+                .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size));
+        }
         let mut host = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host.to_string())
             .controller(spec.bridge)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
+        }
+        if let Some(size) = spec.gso_max_size {
+            host = host
+                .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+                .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size));
         }
         self.create(RouteNetlinkMessage::NewLink(host.build()))
     }
@@ -259,6 +271,17 @@ impl Rtnl {
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         self.change(RouteNetlinkMessage::SetLink(
             LinkUnspec::new_with_index(index).up().build(),
+        ))
+    }
+
+    /// Sets the largest IPv4 GSO and GRO packet of the link (above 65536:
+    /// BIG TCP, as `ip link set DEV gso_ipv4_max_size N gro_ipv4_max_size N`).
+    pub fn set_gso_ipv4_max_size(&mut self, index: u32, size: u32) -> io::Result<()> {
+        self.change(RouteNetlinkMessage::SetLink(
+            LinkUnspec::new_with_index(index)
+                .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+                .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size))
+                .build(),
         ))
     }
 
@@ -378,6 +401,8 @@ pub struct VethSpec<'a> {
     pub peer_ns: std::os::fd::RawFd,
     pub peer_mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
+    /// IPv4 GSO and GRO size limit of both ends (BIG TCP above 65536).
+    pub gso_max_size: Option<u32>,
 }
 
 /// What [`Rtnl::add_macvlan`] creates.
@@ -434,6 +459,7 @@ fn link_of(l: LinkMessage) -> Link {
         controller: None,
         mac: None,
         mtu: None,
+        gso_ipv4_max_size: None,
     };
     for a in l.attributes {
         match a {
@@ -441,6 +467,7 @@ fn link_of(l: LinkMessage) -> Link {
             LinkAttribute::Controller(c) => link.controller = Some(c),
             LinkAttribute::Address(a) => link.mac = Some(a),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
+            LinkAttribute::GsoIpv4MaxSize(n) => link.gso_ipv4_max_size = Some(n),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

@@ -189,6 +189,21 @@ fn bad_network_definitions_change_nothing() {
             2,
             &["\"isolate\"", "KEY=VALUE"],
         ),
+        (
+            &["--subnet", "10.80.0.0/24", "-o", "gso_max_size=big"],
+            2,
+            &["gso_max_size=big", "65536", "524280"],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "-o", "gso_max_size=9000"],
+            2,
+            &["gso_max_size=9000", "65536"],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "-o", "gso_max_size=600000"],
+            2,
+            &["gso_max_size=600000", "524280"],
+        ),
         (&["--subnet", "10.80.0.0/24", "--mtu", "20"], 2, &["MTU 20"]),
     ];
     for (extra, code, needles) in cases {

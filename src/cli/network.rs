@@ -73,7 +73,8 @@ pub struct CreateArgs {
     bridge: Option<String>,
     #[arg(long)]
     label: Vec<String>,
-    /// Driver options. bridge: isolate=true|false, masquerade=true|false;
+    /// Driver options. bridge: isolate=true|false, masquerade=true|false,
+    /// gso_max_size=BYTES (BIG TCP; default: the uplink's IPv4 GSO limit);
     /// macvlan: parent=DEVICE, mode=bridge|private|vepa|passthru
     #[arg(long, short = 'o')]
     opt: Vec<String>,

@@ -276,6 +276,7 @@ mod tests {
             masquerade: true,
             dns: true,
             mtu: None,
+            gso_max_size: None,
             direct: vec![],
             labels: Default::default(),
             options: Default::default(),

@@ -182,6 +182,7 @@ pub(super) fn plumb(
                 peer_ns: ns.as_raw_fd(),
                 peer_mac: names::parse_mac(&ep.mac).ok(),
                 mtu: net.mtu,
+                gso_max_size: net.gso_max_size,
             })
             .map_err(|e| exists(e, format!("create veth {} for {container}", ep.host_ifname)))?;
             // Hairpin: a container reaching its own published port through

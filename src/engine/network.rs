@@ -205,6 +205,7 @@ pub(super) fn create(
         // bridge; a macvlan network's gateway is a router outside.
         dns: !req.disable_dns && req.driver == Driver::Bridge,
         mtu: req.mtu,
+        gso_max_size: settings.gso_max_size,
         direct: req.direct,
         labels: req.labels,
         options: settings.options,
@@ -231,6 +232,8 @@ struct Settings {
     device: String,
     isolate: bool,
     masquerade: bool,
+    /// IPv4 GSO/GRO size of the network's veths, when above 64 KiB.
+    gso_max_size: Option<u32>,
     options: BTreeMap<String, String>,
 }
 
@@ -244,27 +247,33 @@ fn bridge_settings(
 ) -> Result<Settings> {
     let mut isolate = true;
     let mut masquerade = true;
+    let mut gso_max_size = None;
     for (k, v) in &req.options {
-        if !matches!(k.as_str(), "isolate" | "masquerade") {
-            return Err(Error::Invalid(format!(
-                "unknown network option \"{k}\"; known: isolate, masquerade (bridge), parent, mode (macvlan)"
-            )));
-        }
-        let flag = match v.as_str() {
-            "true" => true,
-            "false" => false,
+        let flag = || match v.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(Error::Invalid(format!(
+                "invalid option {k}={v}: use true or false"
+            ))),
+        };
+        match k.as_str() {
+            "isolate" => isolate = flag()?,
+            "masquerade" => masquerade = flag()?,
+            "gso_max_size" => gso_max_size = Some(parse_gso_max_size(v)?),
             _ => {
                 return Err(Error::Invalid(format!(
-                    "invalid option {k}={v}: use true or false"
+                    "unknown network option \"{k}\"; known: isolate, masquerade, gso_max_size (bridge), parent, mode (macvlan)"
                 )))
             }
-        };
-        if k == "isolate" {
-            isolate = flag;
-        } else {
-            masquerade = flag;
         }
     }
+    let gso_max_size = match gso_max_size {
+        Some(size) => (size > LEGACY_GSO_MAX_SIZE).then_some(size),
+        // A cluster network's traffic between hosts leaves through the
+        // overlay or the underlay, whose limits are the agent's business.
+        None if !req.direct.is_empty() => None,
+        None => uplink_gso_max_size(host)?,
+    };
     let device = match &req.bridge {
         Some(b) => {
             names::check_ifname(b)?;
@@ -294,8 +303,49 @@ fn bridge_settings(
         device,
         isolate,
         masquerade,
+        gso_max_size,
         options: req.options.clone(),
     })
+}
+
+/// The largest GSO packet every device takes without BIG TCP.
+const LEGACY_GSO_MAX_SIZE: u32 = 65536;
+/// The largest a veth takes (its `tso_max_size`).
+const VETH_GSO_MAX_SIZE: u32 = 524280;
+
+fn parse_gso_max_size(v: &str) -> Result<u32> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (LEGACY_GSO_MAX_SIZE..=VETH_GSO_MAX_SIZE).contains(n))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "invalid option gso_max_size={v}: use a size in bytes from {LEGACY_GSO_MAX_SIZE} (no BIG TCP) \
+                 to {VETH_GSO_MAX_SIZE}"
+            ))
+        })
+}
+
+/// BIG TCP for a new network's veths when the host's uplink (the device of
+/// its IPv4 default route) carries IPv4 GSO packets above 64 KiB: then the
+/// network's containers send packets of up to the uplink's size, which
+/// cross the bridge and leave the host whole. With a 64 KiB uplink they
+/// would be cut into MTU-sized segments in software on the way out, which
+/// costs egress more than BIG TCP gains between containers, so it stays
+/// off (`--opt gso_max_size=N` sets it regardless).
+fn uplink_gso_max_size(host: &mut crate::netlink::Rtnl) -> Result<Option<u32>> {
+    let Some(uplink) = host
+        .default_route_device()
+        .map_err(|e| Error::kernel("read the default route", e))?
+    else {
+        return Ok(None);
+    };
+    let link = host
+        .link(&uplink)
+        .map_err(|e| Error::kernel(format!("read link {uplink}"), e))?;
+    Ok(link
+        .and_then(|l| l.gso_ipv4_max_size)
+        .filter(|&n| n > LEGACY_GSO_MAX_SIZE)
+        .map(|n| n.min(VETH_GSO_MAX_SIZE)))
 }
 
 /// A macvlan network's parent (option `parent`, else the device of the
@@ -373,6 +423,7 @@ fn macvlan_settings(
         device: parent,
         isolate: false,
         masquerade: false,
+        gso_max_size: None,
         options,
     })
 }

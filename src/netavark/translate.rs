@@ -554,6 +554,7 @@ mod tests {
             masquerade: true,
             dns: true,
             mtu: None,
+            gso_max_size: None,
             direct: vec![],
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
