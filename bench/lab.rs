@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 pub type Res<T> = Result<T, String>;
 
-/// A pinned network namespace.
+/// A pinned network namespace (its path: the lab removes it).
+#[derive(Clone)]
 pub struct Ns {
     pub path: PathBuf,
 }

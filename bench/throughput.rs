@@ -84,20 +84,7 @@ fn bench(args: Args) -> Res<()> {
     let tag = std::process::id();
 
     // 1. Two fresh namespaces and a veth pair.
-    let a = lab.netns(&format!("rb-tp-a-{tag}"))?;
-    let b = lab.netns(&format!("rb-tp-b-{tag}"))?;
-    ip_batch(
-        &a,
-        &format!(
-            "link set lo up\nlink add veth-a type veth peer name veth-b netns {}\n\
-             addr add 10.201.0.1/24 dev veth-a\nlink set veth-a up\n",
-            b.path.display()
-        ),
-    )?;
-    ip_batch(
-        &b,
-        "link set lo up\naddr add 10.201.0.2/24 dev veth-b\nlink set veth-b up\n",
-    )?;
+    let (a, b) = bare_pair(&lab, &format!("{tag}"), 0)?;
 
     // 2 and 3. rete's host namespace with an uplink to an outside namespace,
     // a network, a server container publishing the iperf3 port, a client
@@ -132,84 +119,17 @@ fn bench(args: Args) -> Res<()> {
             .env("RETE_NETNS_DIR", &rete_ns_dir);
         run(&mut cmd, b"")
     };
-    // No resolver: it is not on the data path, and would only add a
-    // background process to the measurement.
-    let mut create = vec!["network", "create", "tp", "--subnet", "10.202.0.0/24"];
-    if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
-        create.push("--disable-dns");
-    }
-    rete(&create)?;
-    rete(&[
-        "create",
-        "srv",
-        "--network",
-        "tp",
-        "-p",
-        &format!("{PORT}:{PORT}"),
-    ])?;
-    rete(&["create", "cli", "--network", "tp"])?;
-    let inspect: serde_json::Value = serde_json::from_str(&rete(&["inspect", "srv", "cli"])?)
-        .map_err(|e| format!("rete inspect: {e}"))?;
-    let ns_of = |i: usize| -> Res<Ns> {
-        let p = inspect[i]["netns"].as_str().ok_or("inspect: no netns")?;
-        Ok(Ns { path: p.into() })
-    };
-    let srv_ip = inspect[0]["endpoints"][0]["addresses"][0]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .ok_or("inspect: no address")?
-        .to_string();
+    let plain = server_and_client(&rete, "", "10.202.0.0/24", PORT)?;
 
     // The same again on a host whose uplink carries BIG TCP (IPv4 GSO
     // packets of BIG_TCP bytes, as on a NIC that supports it): a network
     // created now gives its veths that limit. A bare pair with the same
     // limit is the like-for-like baseline.
-    let a2 = lab.netns(&format!("rb-tp-a2-{tag}"))?;
-    let b2 = lab.netns(&format!("rb-tp-b2-{tag}"))?;
-    ip_batch(
-        &a2,
-        &format!(
-            "link set lo up\nlink add veth-a type veth peer name veth-b netns {}\n\
-             addr add 10.201.1.1/24 dev veth-a\nlink set veth-a up\n",
-            b2.path.display()
-        ),
-    )?;
-    ip_batch(
-        &b2,
-        "link set lo up\naddr add 10.201.1.2/24 dev veth-b\nlink set veth-b up\n",
-    )?;
+    let (a2, b2) = bare_pair(&lab, &format!("big-{tag}"), 1)?;
     set_gso(&a2, "veth-a")?;
     set_gso(&b2, "veth-b")?;
     set_gso(&host, "uplink")?;
-    let mut create = vec!["network", "create", "tpbig", "--subnet", "10.203.0.0/24"];
-    if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
-        create.push("--disable-dns");
-    }
-    rete(&create)?;
-    let big_port = (PORT + 1).to_string();
-    rete(&[
-        "create",
-        "srvbig",
-        "--network",
-        "tpbig",
-        "-p",
-        &format!("{big_port}:{PORT}"),
-    ])?;
-    rete(&["create", "clibig", "--network", "tpbig"])?;
-    let inspect_big: serde_json::Value =
-        serde_json::from_str(&rete(&["inspect", "srvbig", "clibig"])?)
-            .map_err(|e| format!("rete inspect: {e}"))?;
-    let big_ns = |i: usize| -> Res<Ns> {
-        let p = inspect_big[i]["netns"]
-            .as_str()
-            .ok_or("inspect: no netns")?;
-        Ok(Ns { path: p.into() })
-    };
-    let srvbig_ip = inspect_big[0]["endpoints"][0]["addresses"][0]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .ok_or("inspect: no address")?
-        .to_string();
+    let big = server_and_client(&rete, "big", "10.203.0.0/24", PORT + 1)?;
 
     let bridge_nf = {
         let h = host.open()?;
@@ -222,12 +142,8 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "baseline",
             what: "bare veth pair between two namespaces",
-            server: Ns {
-                path: b.path.clone(),
-            },
-            client: Ns {
-                path: a.path.clone(),
-            },
+            server: b.clone(),
+            client: a.clone(),
             target: "10.201.0.2".into(),
             port: PORT,
             gbits: Vec::new(),
@@ -235,26 +151,26 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "bridge",
             what: "container -> container on one rete network",
-            server: ns_of(0)?,
-            client: ns_of(1)?,
-            target: srv_ip.clone(),
+            server: plain.server.clone(),
+            client: plain.client.clone(),
+            target: plain.server_ip.clone(),
             port: PORT,
             gbits: Vec::new(),
         },
         Case {
             name: "routed",
             what: "diagnostic, no target: outside -> container address, routed by the host without NAT",
-            server: ns_of(0)?,
-            client: Ns { path: outside.path.clone() },
-            target: srv_ip.clone(),
+            server: plain.server.clone(),
+            client: outside.clone(),
+            target: plain.server_ip.clone(),
             port: PORT,
             gbits: Vec::new(),
         },
         Case {
             name: "egress",
             what: "diagnostic, no target: container -> outside address, masqueraded by the host",
-            server: Ns { path: outside.path.clone() },
-            client: ns_of(1)?,
+            server: outside.clone(),
+            client: plain.client.clone(),
             target: UPLINK_OUTSIDE.into(),
             port: PORT,
             gbits: Vec::new(),
@@ -262,10 +178,8 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "published",
             what: "outside -> host uplink address -> published port -> container",
-            server: ns_of(0)?,
-            client: Ns {
-                path: outside.path.clone(),
-            },
+            server: plain.server.clone(),
+            client: outside.clone(),
             target: UPLINK_HOST.into(),
             port: PORT,
             gbits: Vec::new(),
@@ -273,8 +187,8 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "baseline-big",
             what: "like-for-like baseline for the -big cases: a bare veth pair, both ends at the BIG TCP limit",
-            server: Ns { path: b2.path.clone() },
-            client: Ns { path: a2.path.clone() },
+            server: b2.clone(),
+            client: a2.clone(),
             target: "10.201.1.2".into(),
             port: PORT,
             gbits: Vec::new(),
@@ -282,17 +196,17 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "bridge-big",
             what: "bridge, on a network created after the host's uplink took BIG TCP",
-            server: big_ns(0)?,
-            client: big_ns(1)?,
-            target: srvbig_ip,
+            server: big.server.clone(),
+            client: big.client.clone(),
+            target: big.server_ip.clone(),
             port: PORT,
             gbits: Vec::new(),
         },
         Case {
             name: "egress-big",
             what: "egress, from that network, out of the BIG TCP uplink",
-            server: Ns { path: outside.path.clone() },
-            client: big_ns(1)?,
+            server: outside.clone(),
+            client: big.client.clone(),
             target: UPLINK_OUTSIDE.into(),
             port: PORT,
             gbits: Vec::new(),
@@ -300,8 +214,8 @@ fn bench(args: Args) -> Res<()> {
         Case {
             name: "published-big",
             what: "published, into that network",
-            server: big_ns(0)?,
-            client: Ns { path: outside.path.clone() },
+            server: big.server.clone(),
+            client: outside.clone(),
             target: UPLINK_HOST.into(),
             port: PORT + 1,
             gbits: Vec::new(),
@@ -319,8 +233,15 @@ fn bench(args: Args) -> Res<()> {
     }
     rete(&["rm", "srv", "cli", "srvbig", "clibig"])?;
     rete(&["network", "rm", "tp", "tpbig"])?;
-
     let base = median(&cases[0].gbits);
+    let big_base = median(
+        &cases
+            .iter()
+            .find(|c| c.name == "baseline-big")
+            .expect("case")
+            .gbits,
+    );
+
     println!(
         "## TCP throughput (iperf3, 1 stream, {} s, {} runs)",
         args.seconds, args.runs
@@ -371,22 +292,89 @@ fn bench(args: Args) -> Res<()> {
         },
         100.0 * ratio("published")
     );
-    let big = median(
-        &cases
-            .iter()
-            .find(|c| c.name == "baseline-big")
-            .expect("case")
-            .gbits,
-    );
     println!(
         "- with BIG TCP ({BIG_TCP}) on the host's uplink: bridge-big {:.0}% of baseline \
          ({:.0}% of baseline-big), published-big {:.0}%, egress-big {:.0}%",
         100.0 * ratio("bridge-big"),
-        100.0 * ratio("bridge-big") * base / big,
+        100.0 * ratio("bridge-big") * base / big_base,
         100.0 * ratio("published-big"),
         100.0 * ratio("egress-big"),
     );
     Ok(())
+}
+
+/// Two fresh namespaces `rb-tp-a-SUFFIX` and `rb-tp-b-SUFFIX` joined by a
+/// bare veth pair, 10.201.NET.1 and .2; returns (client side, server side).
+fn bare_pair(lab: &Lab, suffix: &str, net: u8) -> Res<(Ns, Ns)> {
+    let a = lab.netns(&format!("rb-tp-a-{suffix}"))?;
+    let b = lab.netns(&format!("rb-tp-b-{suffix}"))?;
+    ip_batch(
+        &a,
+        &format!(
+            "link set lo up\nlink add veth-a type veth peer name veth-b netns {}\n\
+             addr add 10.201.{net}.1/24 dev veth-a\nlink set veth-a up\n",
+            b.path.display()
+        ),
+    )?;
+    ip_batch(
+        &b,
+        &format!("link set lo up\naddr add 10.201.{net}.2/24 dev veth-b\nlink set veth-b up\n"),
+    )?;
+    Ok((a, b))
+}
+
+/// An iperf3 server container and a client container on one rete network.
+struct Containers {
+    server: Ns,
+    client: Ns,
+    server_ip: String,
+}
+
+/// Network `tpSUFFIX` on `subnet`, with containers `srvSUFFIX` (publishing
+/// `host_port` to the iperf3 port) and `cliSUFFIX`.
+fn server_and_client(
+    rete: &dyn Fn(&[&str]) -> Res<String>,
+    suffix: &str,
+    subnet: &str,
+    host_port: u16,
+) -> Res<Containers> {
+    let (net, srv, cli) = (
+        format!("tp{suffix}"),
+        format!("srv{suffix}"),
+        format!("cli{suffix}"),
+    );
+    // No resolver: it is not on the data path, and would only add a
+    // background process to the measurement.
+    let mut create = vec!["network", "create", &net, "--subnet", subnet];
+    if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
+        create.push("--disable-dns");
+    }
+    rete(&create)?;
+    rete(&[
+        "create",
+        &srv,
+        "--network",
+        &net,
+        "-p",
+        &format!("{host_port}:{PORT}"),
+    ])?;
+    rete(&["create", &cli, "--network", &net])?;
+    let inspect: serde_json::Value = serde_json::from_str(&rete(&["inspect", &srv, &cli])?)
+        .map_err(|e| format!("rete inspect: {e}"))?;
+    let ns_of = |i: usize| -> Res<Ns> {
+        let p = inspect[i]["netns"].as_str().ok_or("inspect: no netns")?;
+        Ok(Ns { path: p.into() })
+    };
+    let server_ip = inspect[0]["endpoints"][0]["addresses"][0]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .ok_or("inspect: no address")?
+        .to_string();
+    Ok(Containers {
+        server: ns_of(0)?,
+        client: ns_of(1)?,
+        server_ip,
+    })
 }
 
 /// The IPv4 GSO limit of BIG TCP devices in this benchmark (what rete's

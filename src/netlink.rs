@@ -144,8 +144,12 @@ impl Rtnl {
 
     /// The link named `name`, if it exists.
     pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
-        let msg = RouteNetlinkMessage::GetLink(LinkUnspec::new_with_name(name).build());
-        match self.request(msg, NLM_F_ACK) {
+        self.get_link(LinkUnspec::new_with_name(name).build())
+    }
+
+    /// One link, by the name or index `query` carries.
+    fn get_link(&mut self, query: LinkMessage) -> io::Result<Option<Link>> {
+        match self.request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK) {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
                 _ => None,
@@ -348,7 +352,7 @@ impl Rtnl {
     }
 
     /// The device of the IPv4 default route of the main table, if any.
-    pub fn default_route_device(&mut self) -> io::Result<Option<String>> {
+    pub fn default_route_link(&mut self) -> io::Result<Option<Link>> {
         use rtnetlink::packet_route::route::RouteAttribute;
         let mut msg = RouteMessage::default();
         msg.header.address_family = (libc::AF_INET as u8).into();
@@ -367,11 +371,7 @@ impl Rtnl {
             }
         }
         let Some(oif) = oif else { return Ok(None) };
-        Ok(self
-            .links()?
-            .into_iter()
-            .find(|l| l.index == oif)
-            .map(|l| l.name))
+        self.get_link(LinkUnspec::new_with_index(oif).build())
     }
 
     /// Destinations of all routes of the main table, for choosing subnets

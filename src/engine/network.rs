@@ -333,16 +333,10 @@ fn parse_gso_max_size(v: &str) -> Result<u32> {
 /// costs egress more than BIG TCP gains between containers, so it stays
 /// off (`--opt gso_max_size=N` sets it regardless).
 fn uplink_gso_max_size(host: &mut crate::netlink::Rtnl) -> Result<Option<u32>> {
-    let Some(uplink) = host
-        .default_route_device()
-        .map_err(|e| Error::kernel("read the default route", e))?
-    else {
-        return Ok(None);
-    };
-    let link = host
-        .link(&uplink)
-        .map_err(|e| Error::kernel(format!("read link {uplink}"), e))?;
-    Ok(link
+    let uplink = host
+        .default_route_link()
+        .map_err(|e| Error::kernel("read the default route", e))?;
+    Ok(uplink
         .and_then(|l| l.gso_ipv4_max_size)
         .filter(|&n| n > LEGACY_GSO_MAX_SIZE)
         .map(|n| n.min(VETH_GSO_MAX_SIZE)))
@@ -382,8 +376,9 @@ fn macvlan_settings(
             p
         }
         None => host
-            .default_route_device()
+            .default_route_link()
             .map_err(|e| Error::kernel("list routes", e))?
+            .map(|l| l.name)
             .ok_or_else(|| {
                 Error::Invalid(
                     "the host has no default route to take a macvlan parent from; pass --opt parent=DEVICE"
