@@ -45,6 +45,18 @@ pub struct Network {
     /// range: traffic between container subnets keeps its addresses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub direct: Vec<IpNet>,
+    /// Routes every container gets through this network besides its
+    /// default route (Podman's `--route`, CNI's `ipam.routes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<StaticRoute>,
+    /// Containers get no default route through this network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_default_route: bool,
+    /// The metric of the default route through this network. With one,
+    /// every network's default route is installed and the lowest metric
+    /// wins; without, a container's first network gives its default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -145,6 +157,87 @@ pub struct Subnet {
     pub range_start: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range_end: Option<IpAddr>,
+}
+
+/// A route a network gives its containers: `destination` via `gateway`, an
+/// address on one of the network's subnets (the host's bridge or a
+/// container acting as a router).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StaticRoute {
+    pub destination: IpNet,
+    pub gateway: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+}
+
+impl StaticRoute {
+    /// Whether an endpoint with `addresses` takes this route: its gateway
+    /// is on one of their subnets and is not one of them (a container is
+    /// not routed through itself: it is the router the route points at).
+    pub fn applies_to(&self, addresses: &[IpNet]) -> bool {
+        addresses.iter().any(|a| a.contains(&self.gateway))
+            && !addresses.iter().any(|a| a.addr() == self.gateway)
+    }
+}
+
+impl fmt::Display for StaticRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.destination, self.gateway)?;
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for StaticRoute {
+    type Err = String;
+
+    /// Podman's form: `DESTINATION,GATEWAY[,METRIC]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || {
+            format!("invalid route \"{s}\": use DESTINATION/PREFIX,GATEWAY[,METRIC], e.g. 10.9.0.0/16,10.1.0.5")
+        };
+        let mut parts = s.split(',').map(str::trim);
+        let (Some(dst), Some(gw)) = (parts.next(), parts.next()) else {
+            return Err(usage());
+        };
+        let metric =
+            match parts.next() {
+                None => None,
+                Some(m) => Some(m.parse::<u32>().map_err(|_| {
+                    format!("invalid route \"{s}\": metric \"{m}\" is not a number")
+                })?),
+            };
+        if parts.next().is_some() {
+            return Err(usage());
+        }
+        let destination =
+            route_destination(dst).map_err(|e| format!("invalid route \"{s}\": {e}"))?;
+        let gateway = gw
+            .parse::<IpAddr>()
+            .map_err(|_| format!("invalid route \"{s}\": gateway \"{gw}\" is not an IP address"))?;
+        Ok(StaticRoute {
+            destination,
+            gateway,
+            metric,
+        })
+    }
+}
+
+/// A route's destination: a CIDR without host bits (a /32 or /128 names one
+/// host).
+pub fn route_destination(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("destination \"{s}\" is not a CIDR such as 10.9.0.0/16"))?;
+    if net.network() != net.addr() {
+        return Err(format!(
+            "destination \"{s}\" has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 /// How a container is networked: the seeds' four archetypes.
@@ -342,4 +435,41 @@ impl fmt::Display for PortMapping {
 pub struct Tap {
     pub name: String,
     pub network: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_routes_parse_in_podmans_form() {
+        let r: StaticRoute = "10.9.0.0/16,10.1.0.5,40".parse().unwrap();
+        assert_eq!(r.to_string(), "10.9.0.0/16 via 10.1.0.5 metric 40");
+        let r: StaticRoute = "fd00:9::/64, fd00:1::5".parse().unwrap();
+        assert_eq!(r.metric, None);
+        assert_eq!(r.gateway, "fd00:1::5".parse::<IpAddr>().unwrap());
+        assert!("10.9.0.0/16".parse::<StaticRoute>().is_err());
+        assert!("10.9.0.0/16,10.1.0.5,1,2".parse::<StaticRoute>().is_err());
+        assert!("10.9.0.0/16,ten"
+            .parse::<StaticRoute>()
+            .unwrap_err()
+            .contains("gateway \"ten\""));
+        assert!("10.9.0.1/16,10.1.0.5"
+            .parse::<StaticRoute>()
+            .unwrap_err()
+            .contains("did you mean 10.9.0.0/16"));
+        assert!("10.9.0.0/16,10.1.0.5,-1"
+            .parse::<StaticRoute>()
+            .unwrap_err()
+            .contains("metric \"-1\""));
+    }
+
+    #[test]
+    fn a_route_applies_on_its_gateways_subnet_but_not_to_the_gateway() {
+        let r: StaticRoute = "10.9.0.0/16,10.1.0.5".parse().unwrap();
+        let on = |a: &str| r.applies_to(&[a.parse().unwrap()]);
+        assert!(on("10.1.0.7/24"));
+        assert!(!on("10.2.0.7/24"), "another subnet");
+        assert!(!on("10.1.0.5/24"), "the router itself");
+    }
 }

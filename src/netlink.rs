@@ -338,16 +338,34 @@ impl Rtnl {
         Ok(out)
     }
 
-    /// Adds a default route via `gateway`.
-    pub fn add_default_route(&mut self, gateway: IpAddr) -> io::Result<()> {
-        let msg = match gateway {
-            IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .gateway(gw)
-                .build(),
-            IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .gateway(gw)
-                .build(),
+    /// Adds a route to `destination` via `gateway` (a default route when
+    /// the destination is 0.0.0.0/0 or ::/0), with `metric` as its
+    /// priority, else the kernel's default for the family.
+    pub fn add_route(
+        &mut self,
+        destination: ipnet::IpNet,
+        gateway: IpAddr,
+        metric: Option<u32>,
+    ) -> io::Result<()> {
+        let mut msg = match (destination, gateway) {
+            (ipnet::IpNet::V4(d), IpAddr::V4(gw)) => {
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(d.network(), d.prefix_len())
+                    .gateway(gw)
+                    .build()
+            }
+            (ipnet::IpNet::V6(d), IpAddr::V6(gw)) => {
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(d.network(), d.prefix_len())
+                    .gateway(gw)
+                    .build()
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
         };
+        if let Some(m) = metric {
+            msg.attributes
+                .push(rtnetlink::packet_route::route::RouteAttribute::Priority(m));
+        }
         self.create(RouteNetlinkMessage::NewRoute(msg))
     }
 

@@ -205,6 +205,91 @@ fn bad_network_definitions_change_nothing() {
             &["gso_max_size=600000", "524280"],
         ),
         (&["--subnet", "10.80.0.0/24", "--mtu", "20"], 2, &["MTU 20"]),
+        // Static routes: the gateway must be on a subnet of the network,
+        // of the destination's family, not a reserved address; no host
+        // bits, no default route beside the network's own, none twice.
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "10.9.0.0/16,10.81.0.5",
+            ],
+            2,
+            &["gateway 10.81.0.5", "not on a subnet", "10.80.0.0/24"],
+        ),
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "10.9.0.0/16,10.80.0.0",
+            ],
+            2,
+            &["gateway 10.80.0.0", "network or broadcast"],
+        ),
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "10.9.0.1/16,10.80.0.5",
+            ],
+            2,
+            &["\"10.9.0.1/16\"", "host bits", "10.9.0.0/16"],
+        ),
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "fd00:9::/64,10.80.0.5",
+            ],
+            2,
+            &["different IP families"],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "--route", "10.9.0.0/16"],
+            2,
+            &["DESTINATION/PREFIX,GATEWAY"],
+        ),
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "10.9.0.0/16,10.80.0.5,low",
+            ],
+            2,
+            &["metric \"low\""],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "--route", "0.0.0.0/0,10.80.0.5"],
+            2,
+            &["second default route", "no_default_route=true"],
+        ),
+        (
+            &[
+                "--subnet",
+                "10.80.0.0/24",
+                "--route",
+                "10.9.0.0/16,10.80.0.5",
+                "--route",
+                "10.9.0.0/16,10.80.0.6",
+            ],
+            2,
+            &["route to 10.9.0.0/16 is given twice"],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "-o", "metric=first"],
+            2,
+            &["metric=first"],
+        ),
+        (
+            &["--subnet", "10.80.0.0/24", "-o", "no_default_route=maybe"],
+            2,
+            &["no_default_route=maybe", "true or false"],
+        ),
     ];
     for (extra, code, needles) in cases {
         let args = create(extra);

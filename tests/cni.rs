@@ -432,3 +432,90 @@ fn ip_ranges_and_dns_capabilities() {
     ok(runner.del(&list, &rt));
     assert_eq!(containers(&lab), Vec::<String>::new());
 }
+
+/// `ipam.routes` besides the default route: each goes into the container,
+/// via its `gw` or, without one, via the range's gateway, and the result
+/// lists it; a route that names no address gets error 7 and changes
+/// nothing.
+#[test]
+fn ipam_routes_are_installed_and_listed() {
+    require_root!();
+    let lab = Lab::new("cni-routes");
+    let runner = Runner::install(&lab);
+    let list = NetList::from_value(json!({
+        "cniVersion": "1.0.0",
+        "name": "cniroutes",
+        "plugins": [{
+            "type": "rete",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": "10.107.0.0/24" }]],
+                "routes": [
+                    { "dst": "0.0.0.0/0" },
+                    { "dst": "10.200.0.0/16", "gw": "10.107.0.9" },
+                    { "dst": "10.201.0.0/16" }
+                ]
+            }
+        }]
+    }));
+    let ns = container_ns(&lab, "a");
+    let rt = RuntimeConf::new("a", &ns);
+    let r = ok(runner.add(&list, &rt));
+    let routes = &r["routes"];
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "dst": "10.200.0.0/16", "gw": "10.107.0.9" })),
+        "{r}"
+    );
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "dst": "10.201.0.0/16", "gw": "10.107.0.1" })),
+        "{r}"
+    );
+    let inside = sh_in(&ns, "ip -4 route");
+    assert!(
+        inside.contains("default via 10.107.0.1 dev eth0"),
+        "{inside}"
+    );
+    assert!(
+        inside.contains("10.200.0.0/16 via 10.107.0.9 dev eth0"),
+        "{inside}"
+    );
+    assert!(
+        inside.contains("10.201.0.0/16 via 10.107.0.1 dev eth0"),
+        "{inside}"
+    );
+    ok(runner.del(&list, &rt));
+    assert_eq!(containers(&lab), Vec::<String>::new());
+
+    let bad = NetList::from_value(json!({
+        "cniVersion": "1.0.0",
+        "name": "cnibadroute",
+        "plugins": [{
+            "type": "rete",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": "10.108.0.0/24" }]],
+                "routes": [{ "dst": "10.202.0.0/16", "gw": "10.109.0.1" }]
+            }
+        }]
+    }));
+    let ns = container_ns(&lab, "b");
+    let f = runner
+        .add(&bad, &RuntimeConf::new("b", &ns))
+        .expect_err("a gateway off the range is refused");
+    assert_eq!(f.code, Some(7), "{f}");
+    assert!(
+        f.msg.contains("gateway 10.109.0.1 is not on a subnet"),
+        "{f}"
+    );
+    let nets = json_of(&lab, &["network", "ls", "--format", "json"]);
+    assert!(
+        !nets.to_string().contains("cnibadroute"),
+        "the refused network was not made: {nets}"
+    );
+}

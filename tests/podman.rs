@@ -1173,3 +1173,63 @@ fn version_create_and_update() {
     assert!(ok, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Podman's static routes (`podman network create --route`, netavark 1.5's
+/// `routes`) and the `metric` and `no_default_route` options reach the
+/// container; a route the container cannot use is refused as netavark's
+/// JSON error, with nothing left behind.
+#[test]
+fn routes_metric_and_no_default_route() {
+    require_root!();
+    let lab = Lab::new("podman-proto-routes");
+    let ns = lab.netns_dir().join("c3");
+    rete::netns::create(&ns).unwrap();
+    let mut req = two_network_request("c3");
+    req["network_info"]["alpha"]["options"] = json!({"metric": "150"});
+    req["network_info"]["alpha"]["routes"] =
+        json!([{"destination": "10.90.0.0/16", "gateway": "10.61.0.9", "metric": 20}]);
+    req["network_info"]["beta"]["options"] = json!({"no_default_route": "true"});
+    req["network_info"]["beta"]["routes"] =
+        json!([{"destination": "10.91.0.0/16", "gateway": "10.62.0.9"}]);
+    let (out, ok) = as_netavark(&lab, &["setup", ns.to_str().unwrap()], &req.to_string());
+    assert!(ok, "{out}");
+    let routes = sh_in(&ns, "ip -4 route");
+    let defaults: Vec<&str> = routes
+        .lines()
+        .filter(|l| l.starts_with("default"))
+        .collect();
+    assert_eq!(defaults.len(), 1, "{routes}");
+    assert!(
+        defaults[0].contains("via 10.61.0.1 dev eth0") && defaults[0].contains("metric 150"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.90.0.0/16 via 10.61.0.9 dev eth0") && routes.contains("metric 20"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.91.0.0/16 via 10.62.0.9 dev eth1"),
+        "{routes}"
+    );
+    let (out, ok) = as_netavark(&lab, &["teardown", ns.to_str().unwrap()], &req.to_string());
+    assert!(ok, "{out}");
+
+    let mut bad = two_network_request("c4");
+    bad["network_info"]["beta"]["routes"] =
+        json!([{"destination": "10.92.0.0/16", "gateway": "10.63.0.9"}]);
+    let ns = lab.netns_dir().join("c4");
+    rete::netns::create(&ns).unwrap();
+    let (out, ok) = as_netavark(&lab, &["setup", ns.to_str().unwrap()], &bad.to_string());
+    assert!(!ok);
+    let msg = out["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gateway 10.63.0.9 is not on a subnet"),
+        "{out}"
+    );
+    assert_eq!(lab.rete_ok(&["ls", "-q"]).trim(), "");
+    assert_eq!(lab.rete_ok(&["network", "ls", "-q"]).trim(), "");
+    assert_eq!(
+        sh_in(&ns, "ip -o link show | grep -v ' lo:' || true").trim(),
+        ""
+    );
+}

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
 use rete::engine::{NetworkRequest, SubnetRequest};
-use rete::model::Driver;
+use rete::model::{Driver, StaticRoute};
 use rete::{ipam, Engine, Error, Result};
 
 use super::{key_values, output, Format};
@@ -75,9 +75,14 @@ pub struct CreateArgs {
     label: Vec<String>,
     /// Driver options. bridge: isolate=true|false, masquerade=true|false,
     /// gso_max_size=BYTES (BIG TCP; default: the uplink's IPv4 GSO limit);
-    /// macvlan: parent=DEVICE, mode=bridge|private|vepa|passthru
+    /// macvlan: parent=DEVICE, mode=bridge|private|vepa|passthru; both:
+    /// metric=N (the default route's metric), no_default_route=true
     #[arg(long, short = 'o')]
     opt: Vec<String>,
+    /// A route every container gets: DESTINATION,GATEWAY[,METRIC] with the
+    /// gateway on one of the network's subnets, repeatable
+    #[arg(long)]
+    route: Vec<StaticRoute>,
     /// No name resolution for containers on this network
     #[arg(long)]
     disable_dns: bool,
@@ -223,6 +228,25 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
             )));
         }
     }
+    // The route options apply to every driver: the engine takes them as
+    // fields, the rest of the options go to the driver.
+    let mut options = key_values(&a.opt, "option")?;
+    let no_default_route = match options.remove("no_default_route").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "invalid option no_default_route={v}: use true or false"
+            )))
+        }
+    };
+    let metric = options
+        .remove("metric")
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| Error::Invalid(format!("invalid option metric={v}: use a number")))
+        })
+        .transpose()?;
     Ok(NetworkRequest {
         name: a.name,
         driver: if a.driver == "macvlan" {
@@ -235,8 +259,11 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
         mtu: a.mtu,
         bridge: a.bridge,
         labels: key_values(&a.label, "label")?,
-        options: key_values(&a.opt, "option")?,
+        options,
         disable_dns: a.disable_dns,
         direct: Vec::new(),
+        routes: a.route,
+        no_default_route,
+        metric,
     })
 }

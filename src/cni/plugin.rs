@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::wire::{self, code, CniError, CniResult, Interface, IpConfig, NetConf, Route};
 use super::{engine_error, Env};
 use rete::engine::{AttachRequest, NetworkRequest, SubnetRequest};
-use rete::model::{Bandwidth, Limit, Protocol, Subnet};
+use rete::model::{Bandwidth, Limit, Protocol, StaticRoute, Subnet};
 use rete::portspec::{PortRange, PortSpec};
 use rete::{Engine, Error};
 
@@ -91,13 +91,6 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
                 "ipam.type",
                 &ipam.kind,
                 "the rete plugin allocates addresses itself; use host-local style ranges",
-            ));
-        }
-        if let Some(r) = ipam.routes.iter().find(|r| !is_default(&r.dst)) {
-            return Err(unsupported(
-                "ipam.routes.dst",
-                &r.dst,
-                "only default routes are installed",
             ));
         }
     }
@@ -200,6 +193,15 @@ fn add(engine: &mut Engine, env: &Env, conf: NetConf, version: &str) -> Result<V
                 dst: if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" }.into(),
                 gw: Some(g.to_string()),
             })
+            .chain(
+                net.routes
+                    .iter()
+                    .filter(|r| r.applies_to(&ep.addresses))
+                    .map(|r| Route {
+                        dst: r.destination.to_string(),
+                        gw: Some(r.gateway.to_string()),
+                    }),
+            )
             .collect(),
         dns: dns(&conf).map(|mut d| {
             // rete's resolver answers on the gateways of DNS-enabled networks.
@@ -247,6 +249,13 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         "masquerade".into(),
         conf.ip_masq.unwrap_or(true).to_string(),
     );
+    let routes = conf
+        .ipam
+        .iter()
+        .flat_map(|i| &i.routes)
+        .filter(|r| !is_default(&r.dst))
+        .map(|r| static_route(r, &subnets))
+        .collect::<Result<_, _>>()?;
     Ok(NetworkRequest {
         driver: rete::model::Driver::Bridge,
         name: conf.name.clone(),
@@ -258,6 +267,37 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         options,
         disable_dns: conf.disable_dns.unwrap_or(false),
         direct: Vec::new(),
+        routes,
+        no_default_route: false,
+        metric: None,
+    })
+}
+
+/// An `ipam.routes` entry other than a default route. Without `gw` it goes
+/// via the gateway of the configuration's range of its family, as the
+/// reference IPAM plugins mean it.
+fn static_route(r: &wire::Route, subnets: &[SubnetRequest]) -> Result<StaticRoute, CniError> {
+    let invalid = |m: String| CniError::new(code::INVALID_CONFIG, format!("ipam.routes: {m}"));
+    let destination = rete::model::route_destination(&r.dst).map_err(invalid)?;
+    let gateway = match &r.gw {
+        Some(gw) => gw
+            .parse::<IpAddr>()
+            .map_err(|_| invalid(format!("gw \"{gw}\" of {} is not an IP address", r.dst)))?,
+        None => subnets
+            .iter()
+            .find(|s| s.subnet.addr().is_ipv4() == destination.addr().is_ipv4())
+            .and_then(|s| s.gateway)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "route to {} has no gw and no range of its family to take the gateway of",
+                    r.dst
+                ))
+            })?,
+    };
+    Ok(StaticRoute {
+        destination,
+        gateway,
+        metric: None,
     })
 }
 

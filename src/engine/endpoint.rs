@@ -237,25 +237,47 @@ pub(super) fn plumb(
             .add_addr(link.index, a.addr(), a.prefix_len())
             .map_err(|e| Error::kernel(format!("add {a} to {ifname} of {container}"), e))?;
     }
-    // Default routes last: they need the address's subnet route to resolve
-    // the gateway. Internal networks get none: they lead nowhere.
+    // Routes last: they need the address's subnet route to resolve the
+    // gateway. Internal networks get no default route: they lead nowhere.
     ep.gateways.clear();
-    if !net.internal {
+    if !net.internal && !net.no_default_route {
         for s in &net.subnets {
             let v4 = s.subnet.addr().is_ipv4();
-            if (v4 && routed.v4)
-                || (!v4 && routed.v6)
-                || ep.gateways.iter().any(|g| g.is_ipv4() == v4)
-            {
+            // Without a metric the container's first network gives the
+            // default route; with one every network's goes in, and the
+            // lowest metric wins.
+            let taken = if v4 { routed.v4 } else { routed.v6 };
+            if (taken && net.metric.is_none()) || ep.gateways.iter().any(|g| g.is_ipv4() == v4) {
                 continue;
             }
-            inner.add_default_route(s.gateway).map_err(|e| {
-                Error::kernel(
-                    format!("add default route via {} in {container}", s.gateway),
-                    e,
-                )
-            })?;
-            ep.gateways.push(s.gateway);
+            let default = if v4 {
+                IpNet::V4(Default::default())
+            } else {
+                IpNet::V6(Default::default())
+            };
+            match inner.add_route(default, s.gateway, net.metric) {
+                Ok(()) => ep.gateways.push(s.gateway),
+                // Another network's default route at the same metric: it
+                // stays the container's.
+                Err(e) if taken && e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(Error::kernel(
+                        format!("add default route via {} in {container}", s.gateway),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+    // Static routes. A route the container already has to that
+    // destination at that metric (its own subnet's, another network's)
+    // stays.
+    for r in net.routes.iter().filter(|r| r.applies_to(&ep.addresses)) {
+        match inner.add_route(r.destination, r.gateway, r.metric) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                return Err(Error::kernel(format!("add route {r} in {container}"), e))
+            }
+            _ => {}
         }
     }
     if let Some(mac) = link.mac.as_deref() {

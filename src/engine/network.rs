@@ -10,7 +10,7 @@ use super::{container, Engine};
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Driver, MacvlanMode, Network, Subnet};
+use crate::model::{Driver, MacvlanMode, Network, StaticRoute, Subnet};
 use crate::names;
 use crate::store::Db;
 use crate::sysctl;
@@ -35,6 +35,12 @@ pub struct NetworkRequest {
     pub disable_dns: bool,
     /// Destinations reached without masquerade.
     pub direct: Vec<IpNet>,
+    /// Routes for every container besides its default route.
+    pub routes: Vec<StaticRoute>,
+    /// No default route through this network.
+    pub no_default_route: bool,
+    /// The default route's metric.
+    pub metric: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +197,7 @@ pub(super) fn create(
         }
         out
     };
+    check_routes(&req, &subnets.iter().map(|s| s.subnet).collect::<Vec<_>>())?;
 
     let net = Network {
         name: req.name,
@@ -207,6 +214,9 @@ pub(super) fn create(
         mtu: req.mtu,
         gso_max_size: settings.gso_max_size,
         direct: req.direct,
+        routes: req.routes,
+        no_default_route: req.no_default_route,
+        metric: req.metric,
         labels: req.labels,
         options: settings.options,
         created: now(),
@@ -224,6 +234,56 @@ pub(super) fn create(
     journal.record(Undo::Elements(elements.clone()))?;
     kernel.firewall_add(db, &elements)?;
     Ok(net)
+}
+
+/// A network's static routes must be reachable from its containers: each
+/// gateway on one of its subnets, of its destination's family, not a
+/// subnet's network or broadcast address; no destination twice at one
+/// metric, and no default route beside the network's own.
+pub fn check_routes(req: &NetworkRequest, subnets: &[IpNet]) -> Result<()> {
+    let list = || {
+        subnets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, r) in req.routes.iter().enumerate() {
+        if r.destination.addr().is_ipv4() != r.gateway.is_ipv4() {
+            return Err(Error::Invalid(format!(
+                "route {r}: the gateway and the destination are of different IP families"
+            )));
+        }
+        let Some(s) = subnets.iter().find(|s| s.contains(&r.gateway)) else {
+            return Err(Error::Invalid(format!(
+                "route {r}: gateway {} is not on a subnet of network \"{}\" ({}); a container reaches a gateway only on its own subnet",
+                r.gateway,
+                req.name,
+                list()
+            )));
+        };
+        if ipam::is_reserved(s, r.gateway) {
+            return Err(Error::Invalid(format!(
+                "route {r}: gateway {} is the network or broadcast address of {s}",
+                r.gateway
+            )));
+        }
+        if r.destination.prefix_len() == 0 && !req.internal && !req.no_default_route {
+            return Err(Error::Invalid(format!(
+                "route {r} would be a second default route beside the network's own; add --opt no_default_route=true to route by it instead"
+            )));
+        }
+        if req.routes[..i]
+            .iter()
+            .any(|p| p.destination == r.destination && p.metric == r.metric)
+        {
+            return Err(Error::Invalid(format!(
+                "route to {} is given twice; give one destination once, or each with its own metric",
+                r.destination
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a network request's driver makes of its options and device.

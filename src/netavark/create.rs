@@ -137,7 +137,10 @@ pub fn create(req: CreateRequest) -> Result<Network, Failure> {
     }
     // What setup will refuse is refused now: the driver, the IPAM driver,
     // options and routes.
-    network_request(n)?;
+    let req = network_request(n)?;
+    let subnets: Vec<IpNet> = n.subnets.iter().map(|s| s.subnet).collect();
+    rete::engine::check_routes(&req, &subnets)
+        .map_err(|e| Failure(format!("network \"{}\": {e}", n.name)))?;
     n.ipam_options.insert("driver".into(), "host-local".into());
     n.rest
         .entry("created")

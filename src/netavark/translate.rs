@@ -23,9 +23,40 @@ pub const SEARCH_DOMAIN: &str = "dns.podman";
 pub struct BridgeOptions {
     pub isolate: bool,
     pub mtu: Option<u32>,
-    /// Accepted and checked; rete gives a container one default route per
-    /// family (its first network's), so there is nothing to rank.
+}
+
+/// A network's route options, any driver: `metric` (of the default route)
+/// and `no_default_route`.
+#[derive(Debug, Default, PartialEq)]
+pub struct RouteOptions {
     pub metric: Option<u32>,
+    pub no_default_route: bool,
+}
+
+/// Reads `metric` and `no_default_route` from a network's `options`.
+pub fn route_options(n: &Network) -> Result<RouteOptions, Failure> {
+    let mut out = RouteOptions::default();
+    for (k, v) in &n.options {
+        let bad = |why: &str| Failure(format!("network \"{}\": option {k}={v}: {why}", n.name));
+        match k.as_str() {
+            "metric" => {
+                out.metric = match v.parse::<u32>() {
+                    Ok(0) => None,
+                    Ok(m) => Some(m),
+                    Err(_) => return Err(bad("not a number")),
+                }
+            }
+            "no_default_route" => {
+                out.no_default_route = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => return Err(bad("use true or false")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a network's `options`. Options rete cannot honour are refused,
@@ -54,23 +85,13 @@ pub fn bridge_options(n: &Network) -> Result<BridgeOptions, Failure> {
                 }
             }
             "mtu" | "com.docker.network.driver.mtu" => out.mtu = number(k, v)?,
-            "metric" => out.metric = number(k, v)?,
             "mode" if v == "managed" || v.is_empty() => {}
-            "mode" => {
-                return Err(bad(
-                    k,
-                    v,
-                    "rete manages the bridges of its networks itself; only mode=managed is supported",
-                ))
-            }
+            "mode" => return Err(bad(
+                k,
+                v,
+                "rete manages the bridges of its networks itself; only mode=managed is supported",
+            )),
             "vlan" | "vrf" => return Err(bad(k, v, "not supported by rete yet")),
-            "no_default_route" if v == "true" || v == "1" => {
-                return Err(bad(
-                    k,
-                    v,
-                    "not supported by rete yet: containers always get the first network's default route",
-                ))
-            }
             _ => {}
         }
     }
@@ -97,9 +118,6 @@ fn macvlan_options(n: &Network) -> Result<(BTreeMap<String, String>, Option<u32>
                 Ok(x) => mtu = Some(x),
                 Err(_) => return Err(bad("not a number")),
             },
-            "no_default_route" if v == "true" || v == "1" => {
-                return Err(bad("not supported by rete yet"))
-            }
             _ => {}
         }
     }
@@ -133,12 +151,16 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
             n.name
         )));
     }
-    if !n.routes.is_empty() {
-        return Err(Failure(format!(
-            "network \"{}\" has static routes, which rete does not support yet; remove them from the network",
-            n.name
-        )));
-    }
+    let route = route_options(n)?;
+    let routes = n
+        .routes
+        .iter()
+        .map(|r| model::StaticRoute {
+            destination: r.destination.trunc(),
+            gateway: r.gateway,
+            metric: r.metric,
+        })
+        .collect();
     let subnets = n
         .subnets
         .iter()
@@ -178,6 +200,9 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
         options,
         disable_dns,
         direct: Vec::new(),
+        routes,
+        no_default_route: route.no_default_route,
+        metric: route.metric,
     })
 }
 
@@ -206,6 +231,9 @@ pub fn same_network(have: &model::Network, want: &NetworkRequest) -> bool {
         && have.isolate == isolate
         && have.dns != want.disable_dns
         && have.mtu == want.mtu
+        && have.routes == want.routes
+        && have.no_default_route == want.no_default_route
+        && have.metric == want.metric
 }
 
 /// One attachment per network of the request, in Podman's order. The
@@ -406,6 +434,26 @@ mod tests {
         );
         assert_eq!(r.subnets[0].range_end, Some("10.99.0.255".parse().unwrap()));
         assert_eq!(r.subnets[1].gateway, Some("fd00:1::1".parse().unwrap()));
+        assert_eq!(r.metric, Some(200));
+        assert!(!r.no_default_route);
+    }
+
+    #[test]
+    fn static_routes_and_no_default_route_reach_the_engine() {
+        let n = network(
+            r#"{"name":"r","driver":"bridge","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"}],
+                "routes":[{"destination":"10.9.0.0/16","gateway":"10.1.0.5","metric":50},
+                          {"destination":"10.8.0.0/16","gateway":"10.1.0.6"}],
+                "options":{"no_default_route":"true"}}"#,
+        );
+        let r = network_request(&n).unwrap();
+        assert!(r.no_default_route);
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(
+            r.routes[0].to_string(),
+            "10.9.0.0/16 via 10.1.0.5 metric 50"
+        );
+        assert_eq!(r.routes[1].to_string(), "10.8.0.0/16 via 10.1.0.6");
     }
 
     #[test]
@@ -437,9 +485,13 @@ mod tests {
         assert!(err(r#"{"name":"d","ipam_options":{"driver":"dhcp"}}"#).contains("dhcp IPAM"));
         assert!(err(r#"{"name":"e"}"#).contains("no subnets"));
         assert!(err(&format!(
-            r#"{{"name":"r",{sub},"routes":[{{"destination":"10.9.0.0/16","gateway":"10.1.0.5"}}]}}"#
+            r#"{{"name":"r",{sub},"options":{{"metric":"low"}}}}"#
         ))
-        .contains("static routes"));
+        .contains("metric=low: not a number"));
+        assert!(err(&format!(
+            r#"{{"name":"r",{sub},"options":{{"no_default_route":"maybe"}}}}"#
+        ))
+        .contains("no_default_route=maybe"));
         assert!(
             err(&format!(r#"{{"name":"v",{sub},"options":{{"vlan":"5"}}}}"#))
                 .contains("option vlan=5")
@@ -556,6 +608,9 @@ mod tests {
             mtu: None,
             gso_max_size: None,
             direct: vec![],
+            routes: vec![],
+            no_default_route: false,
+            metric: None,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
             created: 0,
