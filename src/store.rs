@@ -239,6 +239,27 @@ impl Db<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Some holder of a lease on a network (or IPAM pool), found through
+    /// the index: a quick "is anyone there".
+    pub fn any_lease_owner(&self, network: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT container FROM leases WHERE network = ?1 LIMIT 1")?
+            .query_row([network], |r| r.get::<_, String>(0))
+            .optional()?)
+    }
+
+    /// The containers with an endpoint on a network, by name, read in SQL
+    /// (no container is deserialized).
+    pub fn attached_to(&self, network: &str) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT name FROM containers WHERE EXISTS (SELECT 1 FROM json_each(data, '$.endpoints') \
+             WHERE json_extract(value, '$.network') = ?1) ORDER BY name",
+        )?;
+        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn add_lease(&self, network: &str, ip: IpAddr, container: &str) -> Result<()> {
         self.0.execute(
             "INSERT INTO leases (network, ip, container) VALUES (?1, ?2, ?3)",

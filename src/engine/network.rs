@@ -75,6 +75,19 @@ impl Engine {
         self.transact(|db, kernel, journal| remove(db, kernel, journal, name, force))
     }
 
+    /// Whether a container is attached to the network, by one indexed
+    /// lookup: false may also mean "not sure" (a lease holder that is an
+    /// IPAM pool's, not the network's), which `remove_network` settles.
+    pub fn network_in_use(&self, name: &str) -> Result<bool> {
+        let db = self.store.read();
+        let Some(owner) = db.any_lease_owner(name)? else {
+            return Ok(false);
+        };
+        Ok(db
+            .container(&owner)?
+            .is_some_and(|c| c.endpoints.iter().any(|e| e.network == name)))
+    }
+
     /// Removes every network no container uses, except the default one.
     /// Returns the names removed.
     pub fn prune_networks(&mut self) -> Result<Vec<String>> {
@@ -93,12 +106,7 @@ impl Engine {
 
 /// Containers and taps attached to a network.
 pub(super) fn users(db: &Db, network: &str) -> Result<Vec<String>> {
-    let mut names: Vec<String> = db
-        .containers()?
-        .into_iter()
-        .filter(|c| c.endpoints.iter().any(|e| e.network == network))
-        .map(|c| c.name)
-        .collect();
+    let mut names = db.attached_to(network)?;
     names.extend(
         db.taps()?
             .into_iter()

@@ -159,7 +159,9 @@ fn remove_if_unused(engine: &mut Engine, name: &str) -> Result<(), Failure> {
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if !made_for_podman(&net) {
+    // The common case, a network other containers still use, is settled
+    // without a write transaction.
+    if !made_for_podman(&net) || engine.network_in_use(name)? {
         return Ok(());
     }
     match engine.remove_network(name, false) {
