@@ -8,17 +8,24 @@ use ipnet::{IpNet, Ipv4Net};
 
 use crate::model::Subnet;
 
-/// Parses a subnet, refusing host bits (`10.0.0.1/24`), as Docker does.
-pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
+/// Parses a CIDR prefix, refusing host bits (`10.0.0.1/24`), as Docker
+/// does; `noun` and `example` word the errors.
+pub fn parse_prefix(s: &str, noun: &str, example: &str) -> Result<IpNet, String> {
     let net: IpNet = s
         .parse()
-        .map_err(|_| format!("\"{s}\" is not a CIDR subnet such as 10.1.0.0/24"))?;
+        .map_err(|_| format!("\"{s}\" is not a CIDR {noun} such as {example}"))?;
     if net.network() != net.addr() {
         return Err(format!(
-            "subnet \"{s}\" has host bits set; did you mean {}?",
+            "{noun} \"{s}\" has host bits set; did you mean {}?",
             net.trunc()
         ));
     }
+    Ok(net)
+}
+
+/// Parses a subnet: a prefix with room for a gateway and containers.
+pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
+    let net = parse_prefix(s, "subnet", "10.1.0.0/24")?;
     let max = match net {
         IpNet::V4(_) => 30,
         IpNet::V6(_) => 126,

@@ -228,16 +228,7 @@ impl FromStr for StaticRoute {
 /// A route's destination: a CIDR without host bits (a /32 or /128 names one
 /// host).
 pub fn route_destination(s: &str) -> Result<IpNet, String> {
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| format!("destination \"{s}\" is not a CIDR such as 10.9.0.0/16"))?;
-    if net.network() != net.addr() {
-        return Err(format!(
-            "destination \"{s}\" has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
+    crate::ipam::parse_prefix(s, "destination", "10.9.0.0/16")
 }
 
 /// How a container is networked: the seeds' four archetypes.
