@@ -139,6 +139,14 @@ fn no_default_route_and_default_route_metrics() {
         defaults[1].contains("via 10.65.0.1 dev eth1") && defaults[1].contains("metric 300"),
         "{r}"
     );
+    // The order the networks are joined in does not matter.
+    lab.rete_ok(&["create", "owt", "--network", "backup", "--network", "main"]);
+    let r = routes(&lab, "owt");
+    assert!(
+        r.contains("default via 10.65.0.1 dev eth0 proto static metric 300"),
+        "{r}"
+    );
+    assert!(r.contains("default via 10.64.0.1 dev eth1"), "{r}");
     // Without its metric the second network adds no default route.
     lab.rete_ok(&[
         "network",

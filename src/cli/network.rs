@@ -246,7 +246,9 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
             v.parse::<u32>()
                 .map_err(|_| Error::Invalid(format!("invalid option metric={v}: use a number")))
         })
-        .transpose()?;
+        .transpose()?
+        // 0 is the kernel's own IPv4 default: the same as no metric.
+        .filter(|&m| m != 0);
     Ok(NetworkRequest {
         name: a.name,
         driver: if a.driver == "macvlan" {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::endpoint::{attach, unplumb, EndpointRequest, Routed};
+use super::endpoint::{attach, unplumb, EndpointRequest};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
 use super::{exec, publish, Engine};
@@ -120,7 +120,6 @@ impl Engine {
                 Some(IpAddr::V6(_)) => (None, ip),
                 _ => (ip, None),
             };
-            let routed = Routed::of(&c, None);
             let req = EndpointRequest {
                 net: &net,
                 ifname,
@@ -130,7 +129,7 @@ impl Engine {
                 aliases,
                 bandwidth: None,
             };
-            let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
+            let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req)?;
             let before = publish::elements(&c);
             c.endpoints.push(ep);
             refresh_ports(db, kernel, journal, &before, &c)?;
@@ -236,7 +235,6 @@ fn create(
             inner
                 .set_up(1)
                 .map_err(|e| Error::kernel("bring up lo", e))?;
-            let mut routed = Routed::default();
             for (i, net) in networks.iter().enumerate() {
                 let (ip4, ip6, mac) = if i == 0 {
                     (req.ip, req.ip6, req.mac)
@@ -252,8 +250,7 @@ fn create(
                     aliases: req.aliases.clone(),
                     bandwidth: None,
                 };
-                let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req, routed)?;
-                routed = routed.with(&ep);
+                let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, req)?;
                 c.endpoints.push(ep);
             }
             if let Some(ip) = req.ip.or(req.ip6) {

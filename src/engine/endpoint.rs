@@ -14,40 +14,11 @@ use super::shaping;
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::journal::{Journal, Undo};
-use crate::model::{Bandwidth, Container, Driver, Endpoint, MacvlanMode, Network, VETH_PREFIX};
+use crate::model::{Bandwidth, Driver, Endpoint, MacvlanMode, Network, VETH_PREFIX};
 use crate::names;
 use crate::netlink::{MacvlanSpec, Rtnl, VethSpec};
 use crate::netns;
 use crate::store::Db;
-
-/// Which families already have a default route in the container.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Routed {
-    v4: bool,
-    v6: bool,
-}
-
-impl Routed {
-    /// The default routes of a container's endpoints, except `skip`'s.
-    pub fn of(c: &Container, skip: Option<&str>) -> Self {
-        c.endpoints
-            .iter()
-            .filter(|e| Some(e.network.as_str()) != skip)
-            .fold(Routed::default(), Routed::with)
-    }
-
-    /// Adds the endpoint's default routes.
-    pub fn with(mut self, ep: &Endpoint) -> Self {
-        for g in &ep.gateways {
-            if g.is_ipv4() {
-                self.v4 = true
-            } else {
-                self.v6 = true
-            }
-        }
-        self
-    }
-}
 
 /// What the caller asks of a new endpoint.
 pub(super) struct EndpointRequest<'a> {
@@ -68,7 +39,6 @@ pub(super) fn attach(
     sandbox: (&File, &mut Rtnl),
     container: &str,
     req: EndpointRequest,
-    routed: Routed,
 ) -> Result<Endpoint> {
     let macvlan = req.net.driver == Driver::Macvlan;
     if macvlan && req.bandwidth.is_some() {
@@ -101,9 +71,7 @@ pub(super) fn attach(
         aliases: req.aliases,
         bandwidth: req.bandwidth,
     };
-    plumb(
-        kernel, journal, sandbox, container, req.net, &mut ep, routed,
-    )?;
+    plumb(kernel, journal, sandbox, container, req.net, &mut ep)?;
     Ok(ep)
 }
 
@@ -149,8 +117,8 @@ fn lease(
 
 /// Builds the endpoint in the kernel: its interface inside as `ep.ifname`
 /// (the peer of a veth pair whose host end is on the bridge, or a macvlan
-/// interface on the parent) with `ep.addresses`, and default routes for
-/// families not yet `routed`. Fills in `ep.mac` and `ep.gateways`.
+/// interface on the parent) with `ep.addresses`, its default routes and
+/// static routes. Fills in `ep.mac` and `ep.gateways`.
 pub(super) fn plumb(
     kernel: &mut Kernel,
     journal: &mut Journal,
@@ -158,7 +126,6 @@ pub(super) fn plumb(
     container: &str,
     net: &Network,
     ep: &mut Endpoint,
-    routed: Routed,
 ) -> Result<()> {
     let exists = |e: std::io::Error, what: String| {
         if e.raw_os_error() == Some(libc::EEXIST) {
@@ -243,11 +210,7 @@ pub(super) fn plumb(
     if !net.internal && !net.no_default_route {
         for s in &net.subnets {
             let v4 = s.subnet.addr().is_ipv4();
-            // Without a metric the container's first network gives the
-            // default route; with one every network's goes in, and the
-            // lowest metric wins.
-            let taken = if v4 { routed.v4 } else { routed.v6 };
-            if (taken && net.metric.is_none()) || ep.gateways.iter().any(|g| g.is_ipv4() == v4) {
+            if ep.gateways.iter().any(|g| g.is_ipv4() == v4) {
                 continue;
             }
             let default = if v4 {
@@ -255,11 +218,15 @@ pub(super) fn plumb(
             } else {
                 IpNet::V6(Default::default())
             };
+            // A default route at the same metric from another of the
+            // container's networks (or one of their static routes) is
+            // already there: it stays, whatever the order the networks
+            // were joined in. So without metrics the first network gives
+            // the default route; with them every network's goes in and
+            // the lowest metric wins.
             match inner.add_route(default, s.gateway, net.metric) {
                 Ok(()) => ep.gateways.push(s.gateway),
-                // Another network's default route at the same metric: it
-                // stays the container's.
-                Err(e) if taken && e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => {
                     return Err(Error::kernel(
                         format!("add default route via {} in {container}", s.gateway),

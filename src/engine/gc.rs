@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::endpoint::{plumb, unplumb, Routed};
+use super::endpoint::{plumb, unplumb};
 use super::kernel::all_elements;
 use super::shaping;
 use super::{network, Engine};
@@ -167,17 +167,8 @@ impl Engine {
                     let net = network::get(db, &c.endpoints[i].network)?;
                     let _ = inner.del_link(&c.endpoints[i].ifname);
                     let _ = shaping::remove(kernel, &c.endpoints[i]);
-                    let routed = Routed::of(&c, Some(&net.name));
                     let mut ep = c.endpoints[i].clone();
-                    plumb(
-                        kernel,
-                        journal,
-                        (&ns, &mut inner),
-                        &c.name,
-                        &net,
-                        &mut ep,
-                        routed,
-                    )?;
+                    plumb(kernel, journal, (&ns, &mut inner), &c.name, &net, &mut ep)?;
                     c.endpoints[i] = ep;
                 }
                 db.put_container(&c)?;

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::container::{open_ns, refresh_ports};
-use super::endpoint::{attach, unplumb, EndpointRequest, Routed};
+use super::endpoint::{attach, unplumb, EndpointRequest};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest};
 use super::{publish, shaping, Engine};
@@ -281,15 +281,7 @@ fn attach_one(
         aliases: req.aliases.clone(),
         bandwidth: req.bandwidth,
     };
-    let ep = attach(
-        db,
-        kernel,
-        journal,
-        (&ns, &mut inner),
-        &c.name,
-        endpoint,
-        Routed::of(&c, None),
-    )?;
+    let ep = attach(db, kernel, journal, (&ns, &mut inner), &c.name, endpoint)?;
     for ip in &req.ips {
         if !ep.addresses.iter().any(|a| a.addr() == *ip) {
             return Err(Error::Invalid(format!(

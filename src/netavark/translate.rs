@@ -233,7 +233,9 @@ pub fn same_network(have: &model::Network, want: &NetworkRequest) -> bool {
         && have.mtu == want.mtu
         && have.routes == want.routes
         && have.no_default_route == want.no_default_route
-        && have.metric == want.metric
+        // A network stored by a rete that ignored Podman's metric has
+        // none: the same network, not one to make again.
+        && (have.metric.is_none() || have.metric == want.metric)
 }
 
 /// One attachment per network of the request, in Podman's order. The
