@@ -195,11 +195,23 @@ impl Agent<'_> {
                                     // than its TTL): claim the subnet
                                     // again in a new session; or it lives
                                     // and someone removed the record.
-                                    let alive = client
-                                        .lease_time_to_live(lease, None)
-                                        .await
-                                        .is_ok_and(|r| r.ttl() > 0);
-                                    if !alive {
+                                    // etcd answers an expired lease with
+                                    // TTL -1; an error is the request's
+                                    // (a loaded host, a slow etcd), asked
+                                    // again before it counts as expiry.
+                                    let mut alive = None;
+                                    for _ in 0..5 {
+                                        match client.lease_time_to_live(lease, None).await {
+                                            Ok(r) => {
+                                                alive = Some(r.ttl() > 0);
+                                                break;
+                                            }
+                                            Err(_) => {
+                                                tokio::time::sleep(Duration::from_millis(200)).await
+                                            }
+                                        }
+                                    }
+                                    if alive != Some(true) {
                                         return Err(Error::Cluster(format!(
                                             "the lease of host {} expired and etcd dropped its record",
                                             self.opts.node
