@@ -231,24 +231,9 @@ fn request(a: CreateArgs) -> Result<NetworkRequest> {
     // The route options apply to every driver: the engine takes them as
     // fields, the rest of the options go to the driver.
     let mut options = key_values(&a.opt, "option")?;
-    let no_default_route = match options.remove("no_default_route").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(v) => {
-            return Err(Error::Invalid(format!(
-                "invalid option no_default_route={v}: use true or false"
-            )))
-        }
-    };
-    let metric = options
-        .remove("metric")
-        .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| Error::Invalid(format!("invalid option metric={v}: use a number")))
-        })
-        .transpose()?
-        // 0 is the kernel's own IPv4 default: the same as no metric.
-        .filter(|&m| m != 0);
+    let (no_default_route, metric) = rete::engine::route_options(&options)?;
+    options.remove("no_default_route");
+    options.remove("metric");
     Ok(NetworkRequest {
         name: a.name,
         driver: if a.driver == "macvlan" {

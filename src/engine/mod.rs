@@ -21,7 +21,7 @@ mod tap;
 
 pub use container::{ContainerRequest, NetworkChoice};
 pub use gc::GcReport;
-pub use network::{check_routes, NetworkRequest, SubnetRequest, DEFAULT_NETWORK};
+pub use network::{check_routes, route_options, NetworkRequest, SubnetRequest, DEFAULT_NETWORK};
 pub use pool::PoolLease;
 pub use runtime::AttachRequest;
 

@@ -244,6 +244,29 @@ pub(super) fn create(
     Ok(net)
 }
 
+/// The route options every driver takes, `no_default_route` and `metric`
+/// (of the default route; 0, the kernel's own IPv4 default, is none), as
+/// Podman writes them.
+pub fn route_options(options: &BTreeMap<String, String>) -> Result<(bool, Option<u32>)> {
+    let no_default_route = match options.get("no_default_route").map(String::as_str) {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "invalid option no_default_route={v}: use true or false"
+            )))
+        }
+    };
+    let metric = match options.get("metric") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u32>()
+                .map_err(|_| Error::Invalid(format!("invalid option metric={v}: not a number")))?,
+        ),
+    };
+    Ok((no_default_route, metric.filter(|&m| m != 0)))
+}
+
 /// A network's static routes must be reachable from its containers: each
 /// gateway on one of its subnets, of its destination's family, not a
 /// subnet's network or broadcast address; no destination twice at one

@@ -25,40 +25,6 @@ pub struct BridgeOptions {
     pub mtu: Option<u32>,
 }
 
-/// A network's route options, any driver: `metric` (of the default route)
-/// and `no_default_route`.
-#[derive(Debug, Default, PartialEq)]
-pub struct RouteOptions {
-    pub metric: Option<u32>,
-    pub no_default_route: bool,
-}
-
-/// Reads `metric` and `no_default_route` from a network's `options`.
-pub fn route_options(n: &Network) -> Result<RouteOptions, Failure> {
-    let mut out = RouteOptions::default();
-    for (k, v) in &n.options {
-        let bad = |why: &str| Failure(format!("network \"{}\": option {k}={v}: {why}", n.name));
-        match k.as_str() {
-            "metric" => {
-                out.metric = match v.parse::<u32>() {
-                    Ok(0) => None,
-                    Ok(m) => Some(m),
-                    Err(_) => return Err(bad("not a number")),
-                }
-            }
-            "no_default_route" => {
-                out.no_default_route = match v.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" | "" => false,
-                    _ => return Err(bad("use true or false")),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
 /// Reads a network's `options`. Options rete cannot honour are refused,
 /// naming the option; options it does not know are ignored, as netavark does.
 pub fn bridge_options(n: &Network) -> Result<BridgeOptions, Failure> {
@@ -151,7 +117,8 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
             n.name
         )));
     }
-    let route = route_options(n)?;
+    let (no_default_route, metric) = rete::engine::route_options(&n.options)
+        .map_err(|e| Failure(format!("network \"{}\": {e}", n.name)))?;
     let routes = n
         .routes
         .iter()
@@ -201,8 +168,8 @@ pub fn network_request(n: &Network) -> Result<NetworkRequest, Failure> {
         disable_dns,
         direct: Vec::new(),
         routes,
-        no_default_route: route.no_default_route,
-        metric: route.metric,
+        no_default_route,
+        metric,
     })
 }
 
