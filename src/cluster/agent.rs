@@ -70,6 +70,7 @@ pub fn run(engine: &mut Engine, opts: AgentOptions) -> Result<()> {
         opts,
         underlay,
         datapath: None,
+        last_lease: None,
     };
     runtime.block_on(agent.run())
 }
@@ -80,6 +81,8 @@ struct Agent<'a> {
     underlay: Ipv4Addr,
     state_file: PathBuf,
     datapath: Option<Datapath>,
+    /// The etcd lease of the last session, whose removal mark means stop.
+    last_lease: Option<i64>,
 }
 
 impl Agent<'_> {
@@ -109,6 +112,17 @@ impl Agent<'_> {
     /// One connection to etcd: lease, claim, list, then follow the watch.
     async fn session(&mut self) -> Result<End> {
         let mut client = registry::connect(&self.opts.etcd).await?;
+        // Removed between two sessions (while etcd was away, or when the
+        // last session ended on the revoked lease): stop. A freshly started
+        // agent joins again, whatever an earlier removal said.
+        match self.last_lease {
+            Some(lease) if registry::was_removed(&mut client, &self.opts.node, lease).await? => {
+                let _ = registry::forget_removal(&mut client, &self.opts.node).await;
+                return Ok(End::Removed);
+            }
+            Some(_) => {}
+            None => registry::forget_removal(&mut client, &self.opts.node).await?,
+        }
         let config = registry::read_config(&mut client).await?.ok_or_else(|| {
             Error::Cluster(
                 "etcd holds no cluster settings; run `rete cluster init --etcd URL --cidr CIDR` once"
@@ -120,6 +134,7 @@ impl Agent<'_> {
             .await
             .map_err(|e| etcd_error("grant a lease", e))?
             .id();
+        self.last_lease = Some(lease);
         let template = NodeRecordTemplate {
             node: &self.opts.node,
             underlay: self.underlay,
@@ -190,33 +205,18 @@ impl Agent<'_> {
                                     continue;
                                 };
                                 if subnet == me.subnet {
-                                    // Either our lease expired (the agent
-                                    // was paused or cut off for longer
-                                    // than its TTL): claim the subnet
-                                    // again in a new session; or it lives
-                                    // and someone removed the record.
-                                    // etcd answers an expired lease with
-                                    // TTL -1; an error is the request's
-                                    // (a loaded host, a slow etcd), asked
-                                    // again before it counts as expiry.
-                                    let mut alive = None;
-                                    for _ in 0..5 {
-                                        match client.lease_time_to_live(lease, None).await {
-                                            Ok(r) => {
-                                                alive = Some(r.ttl() > 0);
-                                                break;
-                                            }
-                                            Err(_) => {
-                                                tokio::time::sleep(Duration::from_millis(200)).await
-                                            }
-                                        }
-                                    }
-                                    if alive != Some(true) {
+                                    // Removed (`rete node rm` marks it) or
+                                    // expired (the agent was paused or cut
+                                    // off past its TTL: claim the subnet
+                                    // again in a new session, which also
+                                    // looks for the mark first).
+                                    if !registry::was_removed(&mut client, &me.node, lease).await? {
                                         return Err(Error::Cluster(format!(
                                             "the lease of host {} expired and etcd dropped its record",
                                             self.opts.node
                                         )));
                                     }
+                                    let _ = registry::forget_removal(&mut client, &me.node).await;
                                     let _ = client.lease_revoke(lease).await;
                                     return Ok(End::Removed);
                                 }

@@ -7,6 +7,10 @@
 //!   that succeeds only while the key is absent, so two hosts never hold one
 //!   subnet, however their agents race. When the lease expires the key goes,
 //!   and with it the host from every peer's datapath.
+//! - `/rete/removed/<node>`: the lease of a host record `rete node rm`
+//!   deleted, written in the same transaction as the delete. It tells the
+//!   host's agent that its record went by removal (stop), not by expiry
+//!   (claim the subnet again), however late the agent looks.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -19,6 +23,7 @@ use crate::error::{Error, Result};
 
 pub const CONFIG_KEY: &str = "/rete/config";
 pub const SUBNETS_PREFIX: &str = "/rete/subnets/";
+pub const REMOVED_PREFIX: &str = "/rete/removed/";
 
 /// The cluster's settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -361,8 +366,12 @@ pub async fn remove(client: &mut Client, node: &str) -> Result<bool> {
     let (entries, _) = list(client).await?;
     let mut found = false;
     for e in entries.iter().filter(|e| e.record.node == node) {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(subnet_key(e.record.subnet), None),
+            TxnOp::put(removed_key(node), e.lease.to_string(), None),
+        ]);
         client
-            .delete(subnet_key(e.record.subnet), None)
+            .txn(txn)
             .await
             .map_err(|err| etcd_error("remove host", err))?;
         if e.lease != 0 {
@@ -371,6 +380,33 @@ pub async fn remove(client: &mut Client, node: &str) -> Result<bool> {
         found = true;
     }
     Ok(found)
+}
+
+fn removed_key(node: &str) -> String {
+    format!("{REMOVED_PREFIX}{node}")
+}
+
+/// Whether `rete node rm` removed the record host `node` held under
+/// `lease`.
+pub async fn was_removed(client: &mut Client, node: &str, lease: i64) -> Result<bool> {
+    let resp = client
+        .get(removed_key(node), None)
+        .await
+        .map_err(|e| etcd_error("read the removal mark", e))?;
+    Ok(resp
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.value() == lease.to_string().as_bytes()))
+}
+
+/// Drops the removal mark of host `node`: its agent has seen it, or a new
+/// agent joins the host to the cluster again.
+pub async fn forget_removal(client: &mut Client, node: &str) -> Result<()> {
+    client
+        .delete(removed_key(node), None)
+        .await
+        .map_err(|e| etcd_error("clear the removal mark", e))?;
+    Ok(())
 }
 
 /// Seconds left on a lease (None when it expired or was revoked).
