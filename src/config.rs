@@ -26,6 +26,24 @@ impl Paths {
         }
     }
 
+    /// For rootless Podman: everything under `base` (a directory of the
+    /// user's, where Podman keeps netavark's files), each still overridden
+    /// by its RETE_* variable. Root's defaults are not the user's to write,
+    /// and a user's containers must not meet root's in one store.
+    pub fn under(base: &std::path::Path) -> Self {
+        let var = |k: &str, d: &str| {
+            std::env::var_os(k)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| base.join(d))
+        };
+        Paths {
+            state_dir: var("RETE_STATE_DIR", "state"),
+            run_dir: var("RETE_RUN_DIR", "run"),
+            netns_dir: var("RETE_NETNS_DIR", "netns"),
+            etc_dir: var("RETE_NETNS_ETC_DIR", "etc-netns"),
+        }
+    }
+
     /// [`Paths::from_env`], with settings the environment lacks taken from
     /// `file` (`KEY=VALUE` lines of the same variables) if it exists.
     pub fn from_env_and_file(file: &std::path::Path) -> Self {

@@ -7,7 +7,10 @@
 //! with exit status 1, as netavark reports them to Podman.
 //!
 //! rete's store is where RETE_STATE_DIR and RETE_RUN_DIR say (Podman passes
-//! its environment on), else the defaults.
+//! its environment on), else the defaults. Rootless Podman calls it as root
+//! of the user's namespaces, inside its rootless network namespace, with
+//! `--rootless=true`: rete works there as on a host of its own, with the
+//! user's store under Podman's `--config` directory.
 
 mod create;
 mod setup;
@@ -37,11 +40,13 @@ impl From<rete::Error> for Failure {
     about = "rete, speaking netavark's protocol: Podman's network backend"
 )]
 struct Args {
-    /// Podman's directory for netavark's runtime files (aardvark-dns
-    /// configuration); rete keeps its state where RETE_STATE_DIR says.
+    /// Podman's directory for netavark's files. Rootless, rete keeps its
+    /// store under it (in `rete/`); as root, where RETE_STATE_DIR says.
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// Whether Podman runs rootless; rete needs root.
+    /// Whether Podman runs rootless: rete then runs as root of the user's
+    /// namespaces, inside Podman's rootless network namespace, with its
+    /// store under --config.
     #[arg(short, long)]
     rootless: Option<bool>,
     /// Path to aardvark-dns; rete resolves names itself.
@@ -142,45 +147,47 @@ fn run(args: Args) -> Result<Option<String>, Failure> {
             Ok(None)
         }
         Command::FirewallReload => {
-            open_engine()?.reload_firewall()?;
+            open_engine(&args)?.reload_firewall()?;
             Ok(None)
         }
         Command::Setup { netns } => {
-            refuse_rootless(&args)?;
             let req = parse(&read_input(&args)?)?;
-            let blocks = setup::setup(&mut open_engine()?, netns, &req)?;
+            let blocks = setup::setup(&mut open_engine(&args)?, netns, &req)?;
             Ok(Some(json(&blocks)))
         }
         Command::Teardown { .. } => {
-            refuse_rootless(&args)?;
             let req = parse(&read_input(&args)?)?;
-            setup::teardown(&mut open_engine()?, &req)?;
+            setup::teardown(&mut open_engine(&args)?, &req)?;
             Ok(None)
         }
     }
 }
 
-fn refuse_rootless(args: &Args) -> Result<(), Failure> {
-    if args.rootless == Some(true) {
-        return Err(Failure(
-            "rete does not support rootless Podman yet; run Podman as root, or use another network backend for rootless containers".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Where rete's store is: RETE_* in the environment, else a `rete.env`
-/// beside the `netavark` link, else the defaults. The file matters for
-/// `podman run --rm`: its teardown runs in `podman container cleanup`,
-/// which conmon starts with almost no environment.
-fn open_engine() -> Result<Engine, Failure> {
-    let beside = std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| p.parent().map(|d| d.join("rete.env")))
-        .unwrap_or_default();
-    Engine::open(Paths::from_env_and_file(&beside))
-        .map_err(|e| Failure(format!("rete's store is unusable: {e}")))
+/// Where rete's store is. As root: RETE_* in the environment, else a
+/// `rete.env` beside the `netavark` link, else the defaults (the file
+/// matters for `podman run --rm`: its teardown runs in `podman container
+/// cleanup`, which conmon starts with almost no environment). Rootless:
+/// RETE_* in the environment, else under Podman's --config directory,
+/// which is the user's and the same for every call of one Podman setup.
+fn open_engine(args: &Args) -> Result<Engine, Failure> {
+    let paths = if args.rootless == Some(true) {
+        let base = args
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("containers/networks")))
+            .ok_or_else(|| {
+                Failure("rootless: give --config DIR (Podman passes its network directory) so rete knows where the user's store is".into())
+            })?;
+        Paths::under(&base.join("rete"))
+    } else {
+        let beside = std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .and_then(|p| p.parent().map(|d| d.join("rete.env")))
+            .unwrap_or_default();
+        Paths::from_env_and_file(&beside)
+    };
+    Engine::open(paths).map_err(|e| Failure(format!("rete's store is unusable: {e}")))
 }
 
 fn read_input(args: &Args) -> Result<Vec<u8>, Failure> {
