@@ -121,6 +121,36 @@ fn bench(args: Args) -> Res<()> {
     };
     let plain = server_and_client(&rete, "", "10.202.0.0/24", PORT)?;
 
+    // The bridge case again in a host namespace where br_netfilter is off
+    // (bridge-nf-call-ip{,6}tables = 0, as on a host that never loaded
+    // br_netfilter): frames switched inside the bridge then skip the
+    // inet hooks. A diagnostic that separates the machine's br_netfilter
+    // from rete's own path.
+    let host_nf0 = lab.netns(&format!("rb-tp-nf0-{tag}"))?;
+    {
+        let h = host_nf0.open()?;
+        let mut cmd = cmd_in(&h, "sysctl");
+        cmd.args([
+            "-qw",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ]);
+        // Absent without br_netfilter: then it is off already.
+        let _ = run(&mut cmd, b"");
+        ip_batch(&host_nf0, "link set lo up\n")?;
+    }
+    let rete_nf0 = |args: &[&str]| -> Res<String> {
+        let h = host_nf0.open()?;
+        let mut cmd = cmd_in(&h, rete_bin.to_str().unwrap());
+        cmd.args(args)
+            .env("RETE_STATE_DIR", rete_dir.join("state-nf0"))
+            .env("RETE_RUN_DIR", rete_dir.join("run-nf0"))
+            .env("RETE_NETNS_DIR", &rete_ns_dir);
+        run(&mut cmd, b"")
+    };
+    let nf0 = server_and_client(&rete_nf0, "nf0", "10.204.0.0/24", PORT)?;
+
     // The same again on a host whose uplink carries BIG TCP (IPv4 GSO
     // packets of BIG_TCP bytes, as on a NIC that supports it): a network
     // created now gives its veths that limit. A bare pair with the same
@@ -154,6 +184,15 @@ fn bench(args: Args) -> Res<()> {
             server: plain.server.clone(),
             client: plain.client.clone(),
             target: plain.server_ip.clone(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "bridge-nf0",
+            what: "diagnostic: bridge, in a host namespace with bridge-nf-call-iptables = 0",
+            server: nf0.server.clone(),
+            client: nf0.client.clone(),
+            target: nf0.server_ip.clone(),
             port: PORT,
             gbits: Vec::new(),
         },
@@ -233,6 +272,8 @@ fn bench(args: Args) -> Res<()> {
     }
     rete(&["rm", "srv", "cli", "srvbig", "clibig"])?;
     rete(&["network", "rm", "tp", "tpbig"])?;
+    rete_nf0(&["rm", "srvnf0", "clinf0"])?;
+    rete_nf0(&["network", "rm", "tpnf0"])?;
     let base = median(&cases[0].gbits);
     let big_base = median(
         &cases

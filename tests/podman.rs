@@ -1110,7 +1110,7 @@ fn errors_are_json_on_stdout_with_status_1() {
     assert!(e.contains("10.99.0.2"), "{e}");
     assert_eq!(lab.rete_ok(&["ls", "-q"]).trim(), "");
     assert_eq!(lab.rete_ok(&["network", "ls", "-q"]).trim(), "");
-    assert!(error(&["--rootless=true", "setup", nsarg], "{}").contains("rootless"));
+    assert!(error(&["--rootless=maybe", "setup", nsarg], "{}").contains("--rootless"));
     assert!(error(&["frobnicate"], "").contains("frobnicate"));
 }
 
