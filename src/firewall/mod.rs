@@ -28,6 +28,9 @@ const TABLE: &str = "rete";
 #[derive(Default)]
 pub struct Firewall {
     socket: Option<NfSocket>,
+    /// The table was found current (or made) by this process: later
+    /// network-level adds skip the probe.
+    current: bool,
 }
 
 impl Firewall {
@@ -41,10 +44,11 @@ impl Firewall {
     /// from the store.
     pub fn ensure_table(&mut self) -> Result<bool> {
         if nft_cmd::run(ruleset::PROBE).is_ok() {
+            self.current = true;
             return Ok(false);
         }
-        let _ = nft_cmd::run("delete table inet rete\n");
-        nft_cmd::run(ruleset::TABLE)?;
+        nft_cmd::run(&recreate(&[]))?;
+        self.current = true;
         Ok(true)
     }
 
@@ -69,9 +73,18 @@ impl Firewall {
         }
         match self.add_once(elements) {
             Err(Missing(None)) => {
-                self.ensure_table()?;
-                self.add_once(&refill()?).map_err(Missing::into_error)?;
-                self.add_once(elements).map_err(Missing::into_error)
+                // One transaction: the table, what the store holds, and
+                // these (one nft process, where a first network in a new
+                // namespace used to take eight).
+                let mut all = refill()?;
+                for e in elements {
+                    if !all.contains(e) {
+                        all.push(e.clone());
+                    }
+                }
+                nft_cmd::run(&recreate(&all))?;
+                self.current = true;
+                Ok(())
             }
             Err(Missing(Some(e))) => Err(e),
             Ok(()) => Ok(()),
@@ -82,11 +95,15 @@ impl Firewall {
         let (hot, rare): (Vec<&Element>, Vec<&Element>) =
             elements.iter().partition(|e| raw(e).is_some());
         if !rare.is_empty() {
-            if nft_cmd::run(ruleset::PROBE).is_err() {
+            if !self.current && nft_cmd::run(ruleset::PROBE).is_err() {
                 return Err(Missing(None));
             }
             let rare: Vec<Element> = rare.into_iter().cloned().collect();
-            nft_cmd::run(&ruleset::render("add", &rare)).map_err(|e| Missing(Some(e)))?;
+            match nft_cmd::run(&ruleset::render("add", &rare)) {
+                Err(Error::Firewall(m)) if m.contains("No such file") => return Err(Missing(None)),
+                Err(e) => return Err(Missing(Some(e))),
+                Ok(_) => self.current = true,
+            }
         }
         if !hot.is_empty() {
             match self.netlink(true, &hot) {
@@ -156,12 +173,14 @@ impl Firewall {
 /// A failed add: `None` when the table or a set is missing.
 struct Missing(Option<Error>);
 
-impl Missing {
-    fn into_error(self) -> Error {
-        self.0.unwrap_or_else(|| {
-            Error::Firewall("table inet rete vanished while being filled".into())
-        })
-    }
+/// An nft script that replaces the table (missing, or of an older layout)
+/// with a fresh one holding `elements`, as one transaction. The empty
+/// `table` first makes the delete succeed when there is none.
+fn recreate(elements: &[Element]) -> String {
+    let mut script = String::from("table inet rete {}\ndelete table inet rete\n");
+    script.push_str(ruleset::TABLE);
+    script.push_str(&ruleset::render("add", elements));
+    script
 }
 
 /// The binary form of a published-port element, with its map's name.
