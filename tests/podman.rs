@@ -673,6 +673,44 @@ fn network_reload_restores_the_firewall_after_a_flush() {
     );
 }
 
+/// When the kernel lost what rete made while the store lives on (a reboot;
+/// rootless Podman's namespace made anew), Podman's next container on the
+/// network brings it all back instead of failing: the bridge, the firewall
+/// table, and the veth of a container whose namespace survived.
+#[test]
+fn setup_rebuilds_a_network_the_kernel_lost() {
+    require_podman!();
+    let p = Podman::new("lost");
+    p.ok(&["network", "create", "--subnet", "10.97.0.0/24", "lost"]);
+    p.serve("a", &["--network", "lost"], &[80]);
+    let a = p.ip_of("a", "lost");
+    let net =
+        &serde_json::from_str::<Value>(&p.lab.rete_ok(&["network", "inspect", "lost"])).unwrap()[0];
+    let bridge = net["bridge"].as_str().unwrap().to_string();
+    let mut script = format!("ip link del {bridge} && nft delete table inet rete");
+    for l in p.rete_links() {
+        script.push_str(&format!(" && ip link del {l}"));
+    }
+    sh_in(&p.lab.host, &script);
+    assert_eq!(tcp_get(&p.lab.host, a, 80), None, "a still answers");
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "lost",
+        "localhost/busybox",
+        "sh",
+        "-c",
+        &format!("nc -w 3 {a} 80"),
+    ]);
+    assert_eq!(out.trim(), "hello from a");
+    assert_eq!(
+        tcp_get(&p.lab.host, a, 80).as_deref(),
+        Some("hello from a\n")
+    );
+    assert!(sh_in(&p.lab.host, "nft list tables").contains("inet rete"));
+}
+
 #[test]
 fn rm_leaves_nothing_behind() {
     require_podman!();

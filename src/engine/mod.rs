@@ -100,6 +100,19 @@ impl Engine {
         network::get(&self.store.read(), name)
     }
 
+    /// Whether the kernel has the network's device (its bridge, or its
+    /// macvlan parent): false after a reboot, or in a network namespace
+    /// made anew (rootless Podman's, when its last container went), while
+    /// the store still holds the network.
+    pub fn network_device_present(&mut self, net: &Network) -> Result<bool> {
+        Ok(self
+            .kernel
+            .host()?
+            .link(&net.bridge)
+            .map_err(|e| crate::Error::kernel("list links", e))?
+            .is_some())
+    }
+
     pub fn containers(&self) -> Result<Vec<Container>> {
         self.store.read().containers()
     }
