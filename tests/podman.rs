@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
+use common::podman_cli::{ulimits, PodmanCli};
 use common::*;
 use serde_json::{json, Value};
 
@@ -130,53 +131,6 @@ network_config_dir = "{d}/podman-networks"
         self.ok(&["import", tar.to_str().unwrap(), "localhost/busybox:latest"]);
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let d = &self.lab.dir;
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", PODMAN_TIMEOUT, "podman"])
-            .args(args)
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
-            // Podman passes its environment to netavark: this is how rete,
-            // called as netavark, finds the lab's store.
-            .env("RETE_STATE_DIR", self.lab.state_dir())
-            .env("RETE_RUN_DIR", d.join("run"))
-            .env("RETE_NETNS_DIR", self.lab.netns_dir())
-            .env("RETE_NETNS_ETC_DIR", d.join("etc-netns"))
-            .stdin(Stdio::null());
-        enter_on_exec(&mut cmd, &self.lab.host);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run podman")
-    }
-
-    /// Runs podman and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs podman and asserts failure; returns stderr.
-    fn err(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "podman {args:?} should have failed but printed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
     /// `podman run -d` of a TCP server answering "hello from NAME" on `port`.
     fn serve(&self, name: &str, extra: &[&str], ports: &[u16]) -> String {
         let script: Vec<String> = ports
@@ -205,15 +159,6 @@ network_config_dir = "{d}/podman-networks"
         id
     }
 
-    fn inspect(&self, name: &str) -> Value {
-        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-
-    fn id_of(&self, name: &str) -> String {
-        self.inspect(name)["Id"].as_str().unwrap().to_string()
-    }
-
     /// The namespace Podman pinned for a container.
     fn netns_of(&self, name: &str) -> PathBuf {
         PathBuf::from(
@@ -221,15 +166,6 @@ network_config_dir = "{d}/podman-networks"
                 .as_str()
                 .unwrap(),
         )
-    }
-
-    /// The container's IPv4 address on `network`, as Podman reports it.
-    fn ip_of(&self, name: &str, network: &str) -> IpAddr {
-        self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name} has no address on {network}"))
-            .parse()
-            .unwrap()
     }
 
     fn exec(&self, name: &str, script: &str) -> Output {
@@ -247,6 +183,27 @@ network_config_dir = "{d}/podman-networks"
 
     fn rete_links(&self) -> Vec<String> {
         self.lab.links_named("rete-")
+    }
+}
+
+impl PodmanCli for Podman {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let d = &self.lab.dir;
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", PODMAN_TIMEOUT, "podman"])
+            .args(args)
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
+            // Podman passes its environment to netavark: this is how rete,
+            // called as netavark, finds the lab's store.
+            .env("RETE_STATE_DIR", self.lab.state_dir())
+            .env("RETE_RUN_DIR", d.join("run"))
+            .env("RETE_NETNS_DIR", self.lab.netns_dir())
+            .env("RETE_NETNS_ETC_DIR", d.join("etc-netns"))
+            .stdin(Stdio::null());
+        enter_on_exec(&mut cmd, &self.lab.host);
+        cmd
     }
 }
 
@@ -271,25 +228,6 @@ impl Drop for Podman {
             }
         }
     }
-}
-
-/// Limits containers may have here: Podman's defaults (nofile 1048576)
-/// exceed the hard limits of this machine's sandbox, so `--ulimit host`
-/// fails in runc; the current hard limits always work.
-fn ulimits() -> (u64, u64) {
-    let hard = |r| {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit fills the struct.
-        unsafe { libc::getrlimit(r, &mut l) };
-        l.rlim_max
-    };
-    (
-        hard(libc::RLIMIT_NOFILE).min(1_048_576),
-        hard(libc::RLIMIT_NPROC).min(32_768),
-    )
 }
 
 fn ip(s: &str) -> IpAddr {

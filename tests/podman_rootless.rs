@@ -17,11 +17,11 @@ use std::ffi::CString;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::podman_cli::{ulimits, PodmanCli};
 use common::*;
 use realclients::{busybox_rootfs, layer_tar, wait_for};
-use serde_json::Value;
 
 /// Skips the test unless root, Podman, slirp4netns and busybox are there.
 macro_rules! require_rootless_podman {
@@ -114,6 +114,37 @@ events_logger = "none"
         r
     }
 
+    /// Where rete keeps the user's store: under Podman's network directory
+    /// (its runroot's `networks`).
+    fn store(&self) -> PathBuf {
+        self.xdg.join("containers/networks/rete")
+    }
+
+    /// Container names in the user's rete store, read as the user (so no
+    /// file of the store becomes root's).
+    fn rete_containers(&self) -> Vec<String> {
+        let uid = self.uid.to_string();
+        let out = Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+            .arg(self.lab.dir.join("bin/rete"))
+            .args(["ls", "-q"])
+            .env("RETE_STATE_DIR", self.store().join("state"))
+            .env("RETE_RUN_DIR", self.store().join("run"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rete ls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl PodmanCli for Rootless {
     /// `podman ARGS` as the user, in the lab's host namespace, with the
     /// lab's tun over /dev/net/tun in a private mount namespace.
     fn cmd(&self, args: &[&str]) -> Command {
@@ -147,64 +178,6 @@ events_logger = "none"
             .stdin(Stdio::null());
         enter_on_exec(&mut cmd, &self.lab.host);
         cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run podman")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inspect(&self, name: &str) -> Value {
-        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-
-    fn ip_of(&self, name: &str, network: &str) -> IpAddr {
-        self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name} has no address on {network}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Where rete keeps the user's store: under Podman's network directory
-    /// (its runroot's `networks`).
-    fn store(&self) -> PathBuf {
-        self.xdg.join("containers/networks/rete")
-    }
-
-    /// Container names in the user's rete store, read as the user (so no
-    /// file of the store becomes root's).
-    fn rete_containers(&self) -> Vec<String> {
-        let uid = self.uid.to_string();
-        let out = Command::new("setpriv")
-            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-            .arg(self.lab.dir.join("bin/rete"))
-            .args(["ls", "-q"])
-            .env("RETE_STATE_DIR", self.store().join("state"))
-            .env("RETE_RUN_DIR", self.store().join("run"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rete ls: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
     }
 }
 
@@ -270,23 +243,6 @@ fn chown_tree(dir: &Path, uid: u32) {
     assert!(status.success());
 }
 
-/// Podman's default ulimits exceed this machine's hard limits.
-fn ulimits() -> (u64, u64) {
-    let hard = |r| {
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit fills the struct.
-        unsafe { libc::getrlimit(r, &mut l) };
-        l.rlim_max
-    };
-    (
-        hard(libc::RLIMIT_NOFILE).min(1_048_576),
-        hard(libc::RLIMIT_NPROC).min(32_768),
-    )
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -324,7 +280,7 @@ fn rootless_podman_runs_on_rete() {
     );
 
     // rete holds the container in the user's store, not root's.
-    let id = p.inspect("web")["Id"].as_str().unwrap().to_string();
+    let id = p.id_of("web");
     assert_eq!(p.rete_containers(), vec![id]);
     assert!(
         !p.lab.state_dir().exists() || p.lab.rete_ok(&["ls", "-q"]).trim().is_empty(),

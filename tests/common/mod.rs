@@ -19,6 +19,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod podman_cli;
+
 /// The host's address on its uplink, and the outside namespace's.
 pub const UPLINK_HOST: &str = "192.0.2.1";
 pub const UPLINK_OUTSIDE: &str = "192.0.2.2";
