@@ -247,6 +247,34 @@ fn gc_releases_a_container_whose_namespace_vanished() {
     assert_no_residue(&lab);
 }
 
+/// A runtime's namespace (`--netns PATH`) whose pin lost its mount, leaving
+/// the plain file behind, is gone too: gc releases the container.
+#[test]
+fn gc_releases_a_runtime_namespace_whose_pin_lost_its_mount() {
+    require_root!();
+    let lab = Lab::new("gc-pin");
+    lab.rete_ok(&["network", "create", "web", "--subnet", "10.71.0.0/24"]);
+    let pin = lab.dir.join("runtime-ns");
+    rete::netns::create(&pin).unwrap();
+    lab.rete_ok(&[
+        "create",
+        "runtime",
+        "--network",
+        "web",
+        "--netns",
+        pin.to_str().unwrap(),
+    ]);
+    let c = std::ffi::CString::new(pin.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; MNT_DETACH cannot block.
+    assert_eq!(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }, 0);
+    assert!(pin.exists(), "the plain file stays");
+    let report = lab.rete_ok(&["gc"]);
+    assert!(report.contains("removed container runtime"), "{report}");
+    assert!(listed_names(&lab).is_empty());
+    let _ = std::fs::remove_file(&pin);
+    assert_no_residue(&lab);
+}
+
 #[test]
 fn gc_and_firewall_reload_restore_a_flushed_table() {
     require_root!();

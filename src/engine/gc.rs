@@ -40,9 +40,12 @@ impl Engine {
 
             // Containers whose namespace vanished: release what they held.
             for c in db.containers()? {
+                // A runtime's namespace counts as gone when its path no
+                // longer holds a namespace: a plain file stays behind when
+                // its pin's mount went (a reboot where /run is on disk, or
+                // rootless Podman's mount namespace ending).
                 let gone = match &c.netns {
-                    Some(p) if c.owns_netns => !netns::is_pinned(p),
-                    Some(p) => !p.exists(),
+                    Some(p) => !netns::is_pinned(p),
                     None => false,
                 };
                 if gone {
