@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
-use common::podman_cli::{ulimits, PodmanCli};
+use common::podman_cli::{containers_conf, PodmanCli};
 use common::*;
 use serde_json::{json, Value};
 
@@ -67,20 +67,12 @@ impl Podman {
             ),
         )
         .unwrap();
-        let (nofile, nproc) = ulimits();
         std::fs::write(
             d.join("containers.conf"),
-            format!(
-                r#"[containers]
-default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
-
-[engine]
-helper_binaries_dir = ["{bin}", "/usr/lib/podman"]
-network_backend = "netavark"
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "none"
-lock_type = "file"
+            containers_conf(
+                &bin,
+                &format!(
+                    r#"lock_type = "file"
 tmp_dir = "{d}/podman-tmp"
 static_dir = "{d}/podman-static"
 volume_path = "{d}/podman-volumes"
@@ -88,8 +80,8 @@ volume_path = "{d}/podman-volumes"
 [network]
 network_config_dir = "{d}/podman-networks"
 "#,
-                bin = bin.display(),
-                d = d.display()
+                    d = d.display()
+                ),
             ),
         )
         .unwrap();

@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::podman_cli::{ulimits, PodmanCli};
+use common::podman_cli::{containers_conf, PodmanCli};
 use common::*;
 use realclients::{busybox_rootfs, layer_tar, wait_for};
 
@@ -71,24 +71,7 @@ impl Rootless {
         std::fs::copy(env!("CARGO_BIN_EXE_rete"), bin.join("rete")).unwrap();
         std::os::unix::fs::symlink("rete", bin.join("netavark")).unwrap();
         make_tun(&d.join("tun"));
-        let (nofile, nproc) = ulimits();
-        std::fs::write(
-            home.join("containers.conf"),
-            format!(
-                r#"[containers]
-default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
-
-[engine]
-helper_binaries_dir = ["{bin}", "/usr/lib/podman"]
-network_backend = "netavark"
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "none"
-"#,
-                bin = bin.display(),
-            ),
-        )
-        .unwrap();
+        std::fs::write(home.join("containers.conf"), containers_conf(&bin, "")).unwrap();
         std::fs::write(
             home.join("storage.conf"),
             format!(
@@ -296,16 +279,7 @@ fn rootless_podman_runs_on_rete() {
     assert!(!tables.contains("inet rete"), "{tables}");
 
     // A second container finds web by name and gets its reply.
-    let out = p.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "mine",
-        "localhost/busybox",
-        "sh",
-        "-c",
-        "nslookup web >/dev/null && nc -w 3 web 80",
-    ]);
+    let out = p.sh_on("mine", "nslookup web >/dev/null && nc -w 3 web 80");
     assert_eq!(out.trim(), "hello from web");
 
     // The published port answers from the outside, through rootlessport
@@ -319,16 +293,7 @@ fn rootless_podman_runs_on_rete() {
 
     // Egress reaches the outside namespace (through slirp4netns).
     let _srv = Server::tcp(&p.lab.outside, ip(UPLINK_OUTSIDE), 7000, "outside", 1);
-    let out = p.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "mine",
-        "localhost/busybox",
-        "sh",
-        "-c",
-        &format!("nc -w 3 {UPLINK_OUTSIDE} 7000"),
-    ]);
+    let out = p.sh_on("mine", &format!("nc -w 3 {UPLINK_OUTSIDE} 7000"));
     assert!(out.starts_with("outside"), "{out}");
 
     // Removal leaves nothing in the user's store.

@@ -48,6 +48,20 @@ pub trait PodmanCli {
         self.inspect(name)["Id"].as_str().unwrap().to_string()
     }
 
+    /// `podman run --rm` of a busybox shell script on `network`; its stdout.
+    fn sh_on(&self, network: &str, script: &str) -> String {
+        self.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "localhost/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// The container's IPv4 address on `network`, as Podman reports it.
     fn ip_of(&self, name: &str, network: &str) -> IpAddr {
         self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
@@ -56,6 +70,25 @@ pub trait PodmanCli {
             .parse()
             .unwrap()
     }
+}
+
+/// A containers.conf with rete as netavark (the `netavark` in `bin`), the
+/// runtime settings this machine kind needs, and `engine_extra` lines.
+pub fn containers_conf(bin: &std::path::Path, engine_extra: &str) -> String {
+    let (nofile, nproc) = ulimits();
+    format!(
+        r#"[containers]
+default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
+
+[engine]
+helper_binaries_dir = ["{bin}", "/usr/lib/podman"]
+network_backend = "netavark"
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+{engine_extra}"#,
+        bin = bin.display()
+    )
 }
 
 /// Limits containers may have here: Podman's defaults (nofile 1048576)
