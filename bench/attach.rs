@@ -10,6 +10,10 @@
 //!
 //! Peers:
 //! - rete:     `rete create cI --network bench -p (10000+I):80 --netns PATH` / `rete rm cI`
+//! - rete-own: `rete create cI --network bench -p (10000+I):80` / `rete rm cI`:
+//!   rete makes the container's namespace itself (timed, where the others
+//!   get it made) and `rete rm` drops it, leaving the veth pair to the
+//!   kernel's namespace teardown; the lab's namespace goes unused
 //! - netavark: `netavark --config DIR --rootless false setup PATH` (Podman's JSON on
 //!   stdin, NETAVARK_FW=iptables) / `... teardown PATH`
 //! - cni:      `bridge` (host-local IPAM, ipMasq) then `portmap` (prevResult = the
@@ -52,7 +56,7 @@ struct Args {
     /// Peers to run, comma separated
     #[arg(
         long,
-        default_value = "rete,rete-cni,rete-netavark,netavark,cni,floor",
+        default_value = "rete,rete-own,rete-cni,rete-netavark,netavark,cni,floor",
         value_delimiter = ','
     )]
     peers: Vec<String>,
@@ -89,6 +93,13 @@ trait Peer {
     fn attach(&mut self, i: usize, cns: &Ns) -> Res<Duration>;
     fn detach(&mut self, i: usize, cns: &Ns) -> Res<Duration>;
     fn version(&self) -> String;
+    /// The namespace container `i` ended up in: `given`, unless the peer
+    /// makes its own.
+    fn container_ns(&self, _i: usize, given: &Ns) -> Ns {
+        Ns {
+            path: given.path.clone(),
+        }
+    }
     /// Untimed cleanup after every container was detached.
     fn finish(&mut self) -> Res<()> {
         Ok(())
@@ -103,17 +114,23 @@ struct Rete {
     dir: PathBuf,
     /// Whether the network resolves names (a rete without --disable-dns).
     dns: bool,
+    /// Whether rete makes each container's namespace itself (`rete create`
+    /// as a user runs it; `rete rm` then drops it) rather than attaching to
+    /// the lab's (`--netns`, as a runtime calls it).
+    own_netns: bool,
 }
 
 impl Rete {
-    fn new(lab: &Lab, bin: PathBuf, tag: &str, keep_dns: bool) -> Res<Self> {
-        let host = lab.netns(&format!("rb-rete-{tag}"))?;
+    fn new(lab: &Lab, bin: PathBuf, tag: &str, keep_dns: bool, own_netns: bool) -> Res<Self> {
+        let role = if own_netns { "rete-own" } else { "rete" };
+        let host = lab.netns(&format!("rb-{role}-{tag}"))?;
         ip_batch(&host, "link set lo up")?;
         let mut r = Rete {
             bin,
             host,
-            dir: lab.subdir("rete")?,
+            dir: lab.subdir(role)?,
             dns: true,
+            own_netns,
         };
         // The peers resolve no names (netavark gets dns_enabled: false, the
         // CNI chain has no DNS), so rete's network has no resolver either,
@@ -135,7 +152,8 @@ impl Rete {
         cmd.args(args)
             .env("RETE_STATE_DIR", self.dir.join("state"))
             .env("RETE_RUN_DIR", self.dir.join("run"))
-            .env("RETE_NETNS_DIR", self.dir.join("netns"));
+            .env("RETE_NETNS_DIR", self.dir.join("netns"))
+            .env("RETE_NETNS_ETC_DIR", self.dir.join("etc"));
         cmd
     }
 
@@ -147,7 +165,11 @@ impl Rete {
 
 impl Peer for Rete {
     fn name(&self) -> &'static str {
-        "rete"
+        if self.own_netns {
+            "rete-own"
+        } else {
+            "rete"
+        }
     }
     fn host(&self) -> &Ns {
         &self.host
@@ -156,20 +178,22 @@ impl Peer for Rete {
         let h = self.host.open()?;
         let (name, port) = (format!("c{i}"), format!("{}:80", 10000 + i));
         let path = cns.path.to_str().unwrap();
-        let mut cmd = self.cmd(
-            &h,
-            &[
-                "create",
-                &name,
-                "--network",
-                "bench",
-                "-p",
-                &port,
-                "--netns",
-                path,
-            ],
-        );
+        let mut args = vec!["create", &name, "--network", "bench", "-p", &port];
+        if !self.own_netns {
+            args.extend(["--netns", path]);
+        }
+        let mut cmd = self.cmd(&h, &args);
         timed(&mut cmd, b"").map(|r| r.0)
+    }
+    fn container_ns(&self, i: usize, given: &Ns) -> Ns {
+        match self.own_netns {
+            true => Ns {
+                path: self.dir.join("netns").join(format!("c{i}")),
+            },
+            false => Ns {
+                path: given.path.clone(),
+            },
+        }
     }
     fn detach(&mut self, i: usize, _: &Ns) -> Res<Duration> {
         let h = self.host.open()?;
@@ -242,6 +266,7 @@ impl Netavark {
                 ("RETE_STATE_DIR", dir.join("state")),
                 ("RETE_RUN_DIR", dir.join("run")),
                 ("RETE_NETNS_DIR", dir.join("netns")),
+                ("RETE_NETNS_ETC_DIR", dir.join("etc")),
             ],
         })
     }
@@ -435,7 +460,8 @@ impl ReteCni {
             .env("CNI_PATH", self.bin.parent().unwrap_or(&self.bin))
             .env("RETE_STATE_DIR", self.dir.join("state"))
             .env("RETE_RUN_DIR", self.dir.join("run"))
-            .env("RETE_NETNS_DIR", self.dir.join("netns"));
+            .env("RETE_NETNS_DIR", self.dir.join("netns"))
+            .env("RETE_NETNS_ETC_DIR", self.dir.join("etc"));
         cmd
     }
 }
@@ -594,11 +620,12 @@ fn bench(args: Args) -> Res<()> {
     let mut peers: Vec<Box<dyn Peer>> = Vec::new();
     for p in &args.peers {
         peers.push(match p.as_str() {
-            "rete" => Box::new(Rete::new(
+            "rete" | "rete-own" => Box::new(Rete::new(
                 &lab,
                 args.rete.clone().unwrap_or_else(lab::default_rete),
                 &tag,
                 args.rete_dns,
+                p == "rete-own",
             )?),
             "rete-cni" => Box::new(ReteCni::new(
                 &lab,
@@ -656,7 +683,8 @@ fn bench(args: Args) -> Res<()> {
             ));
         }
         for i in [1, args.n] {
-            plumbed(&containers[p][i - 1], i).map_err(|e| format!("{}: {e}", peers[p].name()))?;
+            plumbed(&peers[p].container_ns(i, &containers[p][i - 1]), i)
+                .map_err(|e| format!("{}: {e}", peers[p].name()))?;
         }
     }
     for i in 1..=args.n {
@@ -672,7 +700,16 @@ fn bench(args: Args) -> Res<()> {
         }
     }
     for peer in peers.iter_mut() {
-        let n = veths(peer.host())?;
+        // `rete rm` leaves deleting the veth pair to the kernel's teardown of
+        // the container's namespace, which may still be finishing.
+        let mut n = veths(peer.host())?;
+        for _ in 0..100 {
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            n = veths(peer.host())?;
+        }
         if n != 0 {
             return Err(format!(
                 "{}: {n} veths left after detaching all",
@@ -775,6 +812,7 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
     // (rete in one of its roles, the peer it stands in for or the floor)
     let pairs: Vec<(usize, usize)> = [
         ("rete", "floor"),
+        ("rete-own", "floor"),
         ("rete", "netavark"),
         ("rete", "cni"),
         ("rete-cni", "cni"),

@@ -155,7 +155,8 @@ impl ReteCni {
         );
         cmd.env("RETE_STATE_DIR", self.dir.join("state"))
             .env("RETE_RUN_DIR", self.dir.join("run"))
-            .env("RETE_NETNS_DIR", self.dir.join("netns"));
+            .env("RETE_NETNS_DIR", self.dir.join("netns"))
+            .env("RETE_NETNS_ETC_DIR", self.dir.join("etc"));
         cmd
     }
 }

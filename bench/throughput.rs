@@ -116,7 +116,8 @@ fn bench(args: Args) -> Res<()> {
         cmd.args(args)
             .env("RETE_STATE_DIR", rete_dir.join("state"))
             .env("RETE_RUN_DIR", rete_dir.join("run"))
-            .env("RETE_NETNS_DIR", &rete_ns_dir);
+            .env("RETE_NETNS_DIR", &rete_ns_dir)
+            .env("RETE_NETNS_ETC_DIR", rete_dir.join("etc"));
         run(&mut cmd, b"")
     };
     let plain = server_and_client(&rete, "", "10.202.0.0/24", PORT)?;
@@ -146,7 +147,8 @@ fn bench(args: Args) -> Res<()> {
         cmd.args(args)
             .env("RETE_STATE_DIR", rete_dir.join("state-nf0"))
             .env("RETE_RUN_DIR", rete_dir.join("run-nf0"))
-            .env("RETE_NETNS_DIR", &rete_ns_dir);
+            .env("RETE_NETNS_DIR", &rete_ns_dir)
+            .env("RETE_NETNS_ETC_DIR", rete_dir.join("etc-nf0"));
         run(&mut cmd, b"")
     };
     let nf0 = server_and_client(&rete_nf0, "nf0", "10.204.0.0/24", PORT)?;

@@ -43,6 +43,11 @@ pub struct Link {
     pub mtu: Option<u32>,
     /// The largest IPv4 GSO packet the device takes.
     pub gso_ipv4_max_size: Option<u32>,
+    /// Whether its peer (a veth's other end) is in a namespace that is
+    /// being torn down: the kernel is about to delete the link itself.
+    pub peer_dying: bool,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
 }
 
 /// A blocking rtnetlink socket bound to one network namespace.
@@ -299,6 +304,22 @@ impl Rtnl {
         ))
     }
 
+    /// Takes a link out of its bridge and down, by name, so it carries no
+    /// more traffic; a link that is already gone is not an error. Unlike a
+    /// delete, this waits for no RCU grace period or reference drain.
+    pub fn cut_off(&mut self, name: &str) -> io::Result<()> {
+        let msg = RouteNetlinkMessage::SetLink(
+            LinkUnspec::new_with_name(name)
+                .nocontroller()
+                .down()
+                .build(),
+        );
+        match self.change(msg) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Deletes a link by name; a link that is already gone is not an error.
     pub fn del_link(&mut self, name: &str) -> io::Result<()> {
         let msg = RouteNetlinkMessage::DelLink(LinkUnspec::new_with_name(name).build());
@@ -478,6 +499,11 @@ fn link_of(l: LinkMessage) -> Link {
         mac: None,
         mtu: None,
         gso_ipv4_max_size: None,
+        peer_dying: false,
+        up: l
+            .header
+            .flags
+            .contains(rtnetlink::packet_route::link::LinkFlags::Up),
     };
     for a in l.attributes {
         match a {
@@ -486,6 +512,9 @@ fn link_of(l: LinkMessage) -> Link {
             LinkAttribute::Address(a) => link.mac = Some(a),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::GsoIpv4MaxSize(n) => link.gso_ipv4_max_size = Some(n),
+            // A peer namespace the kernel can no longer give an id (-1) is
+            // one on its way out.
+            LinkAttribute::LinkNetNsId(id) => link.peer_dying = id < 0,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

@@ -24,6 +24,8 @@ fn two_containers_talk_and_a_published_port_answers_from_outside() {
     // The client's own address arrives unchanged (no masquerade inbound).
     assert!(got.ends_with(UPLINK_OUTSIDE), "{got}");
 
+    // The server thread holds a's namespace, as a process in it would.
+    drop(_srv);
     lab.rete_ok(&["rm", "a", "b"]);
     lab.rete_ok(&["network", "rm", "web"]);
     assert!(

@@ -176,6 +176,7 @@ fn ipv6_respects_network_isolation() {
     let _srv = Server::tcp(&b_ns, b6, 6200, "b", 1);
     assert_eq!(tcp_get(&a_ns, b6, 6200), None);
 
+    drop(_srv);
     lab.rete_ok(&["rm", "a", "b"]);
     lab.rete_ok(&["network", "rm", "one", "two"]);
     assert_no_residue(&lab);

@@ -472,3 +472,65 @@ fn gc_replumbs_a_container_whose_veth_was_deleted() {
     // A second gc has nothing to do.
     assert_eq!(lab.rete_ok(&["gc"]), "");
 }
+
+/// `rete rm` leaves deleting a container's veth pair to the kernel, which
+/// does it when it tears the namespace down. When something outside rete
+/// still holds the namespace, the host end is taken off the bridge at once:
+/// the address can go to a new container with no duplicate on the bridge,
+/// the old namespace reaches nothing, and `rete gc` deletes the end the
+/// kernel could not. With nothing holding it, gc leaves the dying pair to
+/// the kernel and reports nothing.
+#[test]
+fn rm_cuts_off_a_namespace_something_else_still_holds() {
+    require_root!();
+    let lab = Lab::new("gc-held");
+    lab.rete_ok(&["network", "create", "web", "--subnet", "10.71.0.0/24"]);
+    lab.rete_ok(&["create", "old", "--network", "web", "--ip", "10.71.0.9"]);
+    let veth_of = |name: &str| {
+        lab.inspect(name)["endpoints"][0]["host_ifname"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let veth = veth_of("old");
+    let gateway: IpAddr = "10.71.0.1".parse().unwrap();
+    assert!(ping(&lab.container_ns("old"), gateway));
+
+    // A reference rete does not know about, as an `ip netns exec` shell
+    // left running would hold.
+    let held = std::fs::File::open(lab.container_ns("old")).unwrap();
+    let held_path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&held)
+    ));
+    lab.rete_ok(&["rm", "old"]);
+    let line = lab.sh_host(&format!("ip -o link show {veth}"));
+    assert!(
+        !line.contains(" master ") && line.contains("state DOWN"),
+        "the host end of a removed container still carries traffic: {line}"
+    );
+    assert!(
+        !ping_once(&held_path, gateway),
+        "the old namespace still reaches the bridge"
+    );
+    lab.rete_ok(&["create", "new", "--network", "web", "--ip", "10.71.0.9"]);
+    assert!(ping(&lab.container_ns("new"), gateway));
+
+    let report = lab.rete_ok(&["gc"]);
+    assert!(report.contains(&veth), "gc should delete {veth}: {report}");
+    assert!(!lab.host_links().contains(&veth), "{veth} left behind");
+    drop(held);
+
+    // Nothing holds it: the kernel deletes the pair with the namespace, gc
+    // run at once has nothing to do, and nothing is left.
+    let veth = veth_of("new");
+    lab.rete_ok(&["rm", "new"]);
+    let report = lab.rete_ok(&["gc"]);
+    assert!(
+        !report.contains(&veth),
+        "gc took the kernel's work: {report}"
+    );
+    assert!(!lab.host_links().contains(&veth), "{veth} left behind");
+    assert_no_residue(&lab);
+}

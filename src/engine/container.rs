@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::endpoint::{attach, unplumb, EndpointRequest};
+use super::endpoint::{attach, unplumb, unplumb_dropped, EndpointRequest};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
 use super::{exec, publish, Engine};
@@ -437,14 +437,20 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
     // The namespace goes before the veths: a removal killed in between then
     // leaves either a whole container or one whose namespace is gone, which
     // `rete gc` releases; never a listed container without its veth.
-    if c.owns_netns {
-        if let Some(path) = &c.netns {
+    let dropped = match (&c.netns, c.owns_netns) {
+        (Some(path), true) => {
             netns::remove(path)
                 .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
+            true
         }
-    }
+        _ => false,
+    };
     for ep in &c.endpoints {
-        unplumb(kernel, c.netns.as_deref(), ep)?;
+        if dropped {
+            unplumb_dropped(kernel, ep)?;
+        } else {
+            unplumb(kernel, c.netns.as_deref(), ep)?;
+        }
     }
     db.delete_container(name)?;
     Ok(true)

@@ -298,6 +298,23 @@ pub(super) fn unplumb(
     shaping::remove(kernel, ep)
 }
 
+/// Unplumbs an endpoint whose namespace rete has just let go of (its pin
+/// unmounted, its processes ended): the kernel deletes the namespace's
+/// devices, and with them both ends of the veth pair, in its namespace
+/// teardown, batched and off this process's path; deleting the veth here
+/// would wait ~20 ms for the kernel's grace periods. Only its host end is
+/// cut off the bridge now, so that it carries nothing even while something
+/// outside rete still holds the namespace (`rete gc` deletes such an end).
+pub(super) fn unplumb_dropped(kernel: &mut Kernel, ep: &Endpoint) -> Result<()> {
+    if let Some(host_end) = ep.host_end() {
+        kernel
+            .host()?
+            .cut_off(host_end)
+            .map_err(|e| Error::kernel(format!("take veth {host_end} off its bridge"), e))?;
+    }
+    shaping::remove(kernel, ep)
+}
+
 /// A MAC derived from the endpoint's address (its IPv4 one, else the low 32
 /// bits of its IPv6 one), as Docker did: an address freed and leased again
 /// comes back with the same MAC, so the ARP and NDP entries the host and

@@ -4,17 +4,19 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::endpoint::{plumb, unplumb};
-use super::kernel::all_elements;
+
+use super::kernel::{all_elements, Kernel};
 use super::shaping;
 use super::{network, Engine};
 use crate::error::Result;
 use crate::journal::{self, Undo};
 use crate::model::{Driver, IFB_PREFIX, VETH_PREFIX};
-use crate::netlink::Rtnl;
+use crate::netlink::{Link, Rtnl};
 use crate::netns;
 
 /// What a gc pass did.
@@ -105,17 +107,19 @@ impl Engine {
             }
 
             // Host ends of veth pairs and ifbs rete named, that no endpoint
-            // owns.
+            // owns; not those the kernel is deleting with their container's
+            // namespace (a `rete rm` moments ago).
             let links = kernel
                 .host()?
                 .links()
                 .map_err(|e| crate::error::Error::kernel("list links", e))?;
-            for l in links {
-                let ours = l.name.starts_with(VETH_PREFIX) || l.name.starts_with(IFB_PREFIX);
-                if ours && !owned_links.contains(&l.name) {
-                    let _ = kernel.host()?.del_link(&l.name);
-                    report.links.push(l.name);
-                }
+            let orphans = links.into_iter().filter(|l| {
+                (l.name.starts_with(VETH_PREFIX) || l.name.starts_with(IFB_PREFIX))
+                    && !owned_links.contains(&l.name)
+            });
+            for l in settle_dropped(kernel, orphans.collect())? {
+                let _ = kernel.host()?.del_link(&l.name);
+                report.links.push(l.name);
             }
 
             // Bridges the store has and the kernel lost.
@@ -200,5 +204,31 @@ impl Engine {
             let elements = all_elements(db)?;
             kernel.firewall().replace_all(&elements)
         })
+    }
+}
+
+/// Of orphaned links, those the kernel will not delete by itself. `rete rm`
+/// cuts a container's host end off its bridge and leaves the pair to the
+/// kernel's teardown of the namespace, which follows within milliseconds
+/// (tens under load): such ends (down, in no bridge) get up to a second to
+/// go before they count as left behind, unless the kernel already says
+/// their peer's namespace is dying.
+fn settle_dropped(kernel: &mut Kernel, mut orphans: Vec<Link>) -> Result<Vec<Link>> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        orphans.retain(|l| !l.peer_dying);
+        let cut_off = |l: &Link| !l.up && l.controller.is_none();
+        if !orphans.iter().any(cut_off) || Instant::now() >= deadline {
+            return Ok(orphans);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let present = kernel
+            .host()?
+            .links()
+            .map_err(|e| crate::error::Error::kernel("list links", e))?;
+        orphans = present
+            .into_iter()
+            .filter(|p| orphans.iter().any(|o| o.index == p.index))
+            .collect();
     }
 }

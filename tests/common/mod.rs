@@ -178,14 +178,27 @@ impl Lab {
 
     /// Devices, addresses and nftables state of the host namespace, for
     /// residue checks.
+    ///
+    /// Host ends of veths that `rete rm` cut off (down, in no bridge: it
+    /// leaves deleting the pair to the kernel's teardown of the container's
+    /// namespace, moments later) are waited for, up to 10 s, so they count
+    /// only if the kernel never deletes them.
     pub fn host_links(&self) -> Vec<String> {
-        sh_in(
-            &self.host,
-            "ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1",
-        )
-        .lines()
-        .map(str::to_string)
-        .collect()
+        let mut listed = String::new();
+        let cut_off =
+            |l: &str| l.contains(": rete-") && !l.contains(" master ") && !l.contains(",UP");
+        for _ in 0..200 {
+            listed = sh_in(&self.host, "ip -o link show");
+            if !listed.lines().any(cut_off) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        listed
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
     }
 
     /// The host's links whose name starts with `prefix` (`rete-`: the host
@@ -291,8 +304,12 @@ pub fn in_ns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// A TCP server in `ns` on `addr:port` that answers each connection with
 /// `reply` followed by the peer's address, for up to `connections`
 /// connections or until dropped (3 s per accept).
+/// A server on a thread inside a namespace, which it holds (as a process
+/// in a container would) until it has served its count, its deadline
+/// passed or it is dropped.
 pub struct Server {
     handle: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Server {
@@ -300,6 +317,8 @@ impl Server {
         let file = File::open(ns).unwrap();
         let reply = reply.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let handle = std::thread::spawn(move || {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let l = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind test server");
@@ -307,7 +326,10 @@ impl Server {
             tx.send(()).unwrap();
             let mut served = 0;
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while served < connections && std::time::Instant::now() < deadline {
+            while served < connections
+                && std::time::Instant::now() < deadline
+                && !stopped.load(Ordering::Relaxed)
+            {
                 match l.accept() {
                     Ok((mut s, peer)) => {
                         s.set_nonblocking(false).unwrap();
@@ -321,6 +343,7 @@ impl Server {
         rx.recv_timeout(TIMEOUT).expect("server started");
         Server {
             handle: Some(handle),
+            stop,
         }
     }
 
@@ -328,6 +351,8 @@ impl Server {
         let file = File::open(ns).unwrap();
         let reply = reply.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let handle = std::thread::spawn(move || {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let s = UdpSocket::bind(SocketAddr::new(addr, port)).expect("bind test server");
@@ -337,7 +362,10 @@ impl Server {
             let mut buf = [0u8; 512];
             let mut served = 0;
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while served < datagrams && std::time::Instant::now() < deadline {
+            while served < datagrams
+                && std::time::Instant::now() < deadline
+                && !stopped.load(Ordering::Relaxed)
+            {
                 if let Ok((_, peer)) = s.recv_from(&mut buf) {
                     let _ = s.send_to(format!("{reply} {}", peer.ip()).as_bytes(), peer);
                     served += 1;
@@ -347,15 +375,19 @@ impl Server {
         rx.recv_timeout(TIMEOUT).expect("server started");
         Server {
             handle: Some(handle),
+            stop,
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The server stops by itself after its count or deadline; do not wait
-        // for it here so a failing test does not stall.
-        let _ = self.handle.take();
+        // The thread looks at the flag at least every 200 ms; joining it
+        // lets go of the namespace.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
