@@ -511,3 +511,35 @@ fn ipam_routes_are_installed_and_listed() {
         "the refused network was not made: {nets}"
     );
 }
+
+/// After a reboot the store is still there and the kernel's state is not:
+/// the network's bridge and every namespace are gone. The next ADD (a
+/// runtime cannot be told to run `rete gc`) rebuilds the bridge, releases
+/// the attachments whose namespaces went, and succeeds.
+#[test]
+fn add_after_a_reboot_rebuilds_the_bridge() {
+    require_root!();
+    let lab = Lab::new("cni-reboot");
+    let runner = Runner::install(&lab);
+    let list = rete_list("cniboot", "1.1.0", "10.92.0.0/24");
+    let ns0 = container_ns(&lab, "c0");
+    assert_eq!(
+        ip4_of(&ok(runner.add(&list, &RuntimeConf::new("c0", &ns0)))),
+        ip("10.92.0.2")
+    );
+    let net = json_of(&lab, &["network", "inspect", "cniboot"]);
+    let bridge = net[0]["bridge"].as_str().unwrap().to_string();
+
+    // "Reboot": the namespace and the bridge go; the store stays.
+    rete::netns::remove(&ns0).unwrap();
+    lab.sh_host(&format!("ip link del {bridge}"));
+
+    let ns1 = container_ns(&lab, "c1");
+    let r = ok(runner.add(&list, &RuntimeConf::new("c1", &ns1)));
+    assert_eq!(ip4_of(&r), ip("10.92.0.2"), "c0's lease was released");
+    assert_eq!(containers(&lab), vec!["c1".to_string()]);
+    assert!(lab.host_links().contains(&bridge), "{:?}", lab.host_links());
+    assert!(ping(&ns1, ip("10.92.0.1")), "c1 reaches its gateway");
+    ok(runner.del(&list, &RuntimeConf::new("c1", &ns1)));
+    assert_eq!(containers(&lab), Vec::<String>::new());
+}

@@ -534,3 +534,38 @@ fn rm_cuts_off_a_namespace_something_else_still_holds() {
     assert!(!lab.host_links().contains(&veth), "{veth} left behind");
     assert_no_residue(&lab);
 }
+
+/// After a reboot the store is still there and the kernel's state is not.
+/// `rete create` mends it as `rete gc` would (the bridge rebuilt, the
+/// containers whose namespaces went released) and succeeds; a name that is
+/// simply unknown is still refused as before.
+#[test]
+fn create_after_a_reboot_rebuilds_the_bridge() {
+    require_root!();
+    let lab = Lab::new("gc-reboot");
+    lab.rete_ok(&["network", "create", "web", "--subnet", "10.72.0.0/24"]);
+    lab.rete_ok(&["create", "old", "--network", "web", "-p", "8080:80"]);
+    let bridge = lab.rete_ok(&["network", "inspect", "web", "--format", "json"]);
+    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
+    let bridge = bridge[0]["bridge"].as_str().unwrap().to_string();
+
+    rete::netns::remove(&lab.container_ns("old")).unwrap();
+    lab.sh_host(&format!("ip link del {bridge}"));
+
+    let err = lab.rete_err(&["create", "x", "--network", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+    lab.rete_ok(&["create", "new", "--network", "web", "-p", "8080:80"]);
+    assert_eq!(listed_names(&lab), ["new"]);
+    assert!(lab.host_links().contains(&bridge));
+    let addr = lab.addr_of("new", "web", false);
+    assert_eq!(addr.to_string(), "10.72.0.2", "old's lease was released");
+    let _srv = Server::tcp(&lab.container_ns("new"), addr, 80, "new", 1);
+    let got = tcp_get(&lab.outside, UPLINK_HOST.parse().unwrap(), 8080);
+    assert!(
+        got.as_deref().is_some_and(|g| g.starts_with("new ")),
+        "{got:?}"
+    );
+    drop(_srv);
+    lab.rete_ok(&["rm", "new"]);
+    assert_no_residue(&lab);
+}

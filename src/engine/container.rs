@@ -72,7 +72,10 @@ pub(super) fn get(db: &Db, name: &str) -> Result<Container> {
 impl Engine {
     /// Creates a container: its namespace, endpoints and published ports.
     pub fn create_container(&mut self, req: ContainerRequest) -> Result<Container> {
-        let c = self.transact(|db, kernel, journal| create(db, kernel, journal, req))?;
+        let c = self.healing(|engine| {
+            let req = req.clone();
+            engine.transact(|db, kernel, journal| create(db, kernel, journal, req))
+        })?;
         self.refresh_etc_files(&c);
         self.start_resolver_if_needed();
         Ok(c)

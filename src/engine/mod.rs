@@ -65,6 +65,38 @@ impl Engine {
         result
     }
 
+    /// Runs an attachment, and once more after mending everything as
+    /// `rete gc` does if it failed for a bridge the store has and the
+    /// kernel lost: the state dir outlived the kernel's state (a reboot), or
+    /// someone deleted the bridge. Runtimes (CNI, Podman) cannot be told to
+    /// run `rete gc`, and neither should a user need to. Costs nothing on
+    /// the way that succeeds.
+    fn healing<T>(&mut self, mut op: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+        match op(self) {
+            Err(crate::Error::NotFound(m)) => {
+                if !self.bridge_lost() {
+                    return Err(crate::Error::NotFound(m));
+                }
+                self.gc()?;
+                op(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the kernel lacks the bridge of a bridge network in the store.
+    fn bridge_lost(&mut self) -> bool {
+        let (Ok(networks), Ok(host)) = (self.networks(), self.kernel.host()) else {
+            return false;
+        };
+        let Ok(links) = host.links() else {
+            return false;
+        };
+        networks.iter().any(|n| {
+            n.driver == crate::model::Driver::Bridge && !links.iter().any(|l| l.name == n.bridge)
+        })
+    }
+
     /// After a change that may have added a DNS-enabled network or records:
     /// make sure the resolver runs. A resolver that cannot start does not
     /// undo the change; it is reported.
@@ -104,15 +136,6 @@ impl Engine {
     /// macvlan parent): false after a reboot, or in a network namespace
     /// made anew (rootless Podman's, when its last container went), while
     /// the store still holds the network.
-    pub fn network_device_present(&mut self, net: &Network) -> Result<bool> {
-        Ok(self
-            .kernel
-            .host()?
-            .link(&net.bridge)
-            .map_err(|e| crate::Error::kernel("list links", e))?
-            .is_some())
-    }
-
     pub fn containers(&self) -> Result<Vec<Container>> {
         self.store.read().containers()
     }

@@ -56,18 +56,21 @@ impl Engine {
     pub fn ensure_and_attach(
         &mut self,
         net: NetworkRequest,
-        accept: impl FnOnce(&Network) -> Result<()>,
-        mut req: AttachRequest,
+        accept: impl Fn(&Network) -> Result<()>,
+        req: AttachRequest,
     ) -> Result<(Network, Endpoint)> {
-        let done = self.transact(|db, kernel, journal| {
-            let n = match db.network(&net.name)? {
-                Some(n) => n,
-                None => network::create(db, kernel, journal, net)?,
-            };
-            accept(&n)?;
-            req.network = n.name.clone();
-            let (_, ep) = attach_one(db, kernel, journal, req)?;
-            Ok((n, ep))
+        let done = self.healing(|engine| {
+            let (net, mut req) = (net.clone(), req.clone());
+            engine.transact(|db, kernel, journal| {
+                let n = match db.network(&net.name)? {
+                    Some(n) => n,
+                    None => network::create(db, kernel, journal, net)?,
+                };
+                accept(&n)?;
+                req.network = n.name.clone();
+                let (_, ep) = attach_one(db, kernel, journal, req)?;
+                Ok((n, ep))
+            })
         })?;
         self.start_resolver_if_needed();
         Ok(done)
@@ -77,17 +80,23 @@ impl Engine {
     /// attachment that exists (same container, network and interface) returns
     /// it unchanged.
     pub fn attach(&mut self, req: AttachRequest) -> Result<(Container, Endpoint)> {
-        let done = self.transact(|db, kernel, journal| attach_one(db, kernel, journal, req))?;
+        let done = self.healing(|engine| {
+            let req = req.clone();
+            engine.transact(|db, kernel, journal| attach_one(db, kernel, journal, req))
+        })?;
         self.start_resolver_if_needed();
         Ok(done)
     }
 
     /// Attaches to several networks at once, all or nothing.
     pub fn attach_all(&mut self, reqs: Vec<AttachRequest>) -> Result<Vec<(Container, Endpoint)>> {
-        let done = self.transact(|db, kernel, journal| {
-            reqs.into_iter()
-                .map(|r| attach_one(db, kernel, journal, r))
-                .collect()
+        let done = self.healing(|engine| {
+            let reqs = reqs.clone();
+            engine.transact(|db, kernel, journal| {
+                reqs.into_iter()
+                    .map(|r| attach_one(db, kernel, journal, r))
+                    .collect()
+            })
         })?;
         self.start_resolver_if_needed();
         Ok(done)

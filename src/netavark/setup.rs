@@ -123,15 +123,9 @@ pub fn teardown(engine: &mut Engine, req: &SetupRequest) -> Result<(), Failure> 
 fn ensure(engine: &mut Engine, n: &Network) -> Result<model::Network, Failure> {
     let want = network_request(n)?;
     match engine.network(&n.name) {
-        Ok(have) if same_network(&have, &want) => {
-            if !engine.network_device_present(&have)? {
-                // The store outlived the kernel's state (a reboot, or a
-                // rootless namespace made anew): bring it back, and drop
-                // what belonged to namespaces that are gone, as `rete gc`.
-                engine.gc()?;
-            }
-            return Ok(engine.network(&n.name)?);
-        }
+        // A bridge the kernel lost (a reboot, or a rootless namespace made
+        // anew) is rebuilt by the attachment itself.
+        Ok(have) if same_network(&have, &want) => return Ok(have),
         Ok(have) => {
             if !made_for_podman(&have) {
                 return Err(Failure(format!(
