@@ -170,3 +170,31 @@ fn no_default_route_and_default_route_metrics() {
         "a network without no_default_route routes q by default: {r}"
     );
 }
+
+/// The address a static route points at is the router's: allocation never
+/// hands it to another container (it would answer for the router), while
+/// the router container still gets it by asking.
+#[test]
+fn allocation_skips_the_addresses_routes_point_at() {
+    require_root!();
+    let lab = Lab::new("routes-skip");
+    lab.rete_ok(&[
+        "network",
+        "create",
+        "a",
+        "--subnet",
+        "10.63.0.0/24",
+        "--route",
+        "10.64.0.0/24,10.63.0.2",
+        "--route",
+        "10.65.0.0/24,10.63.0.3",
+        "--disable-dns",
+    ]);
+    lab.rete_ok(&["create", "c1", "--network", "a"]);
+    assert_eq!(lab.addr_of("c1", "a", false), ip("10.63.0.4"));
+    lab.rete_ok(&["create", "router", "--network", "a", "--ip", "10.63.0.2"]);
+    assert_eq!(lab.addr_of("router", "a", false), ip("10.63.0.2"));
+    lab.rete_ok(&["create", "c2", "--network", "a"]);
+    assert_eq!(lab.addr_of("c2", "a", false), ip("10.63.0.5"));
+    lab.rete_ok(&["rm", "c1", "c2", "router"]);
+}

@@ -3,6 +3,7 @@
 //! routes in the kernel), so `gc` can plumb again an endpoint whose devices
 //! were lost, with the addresses it already holds.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -85,6 +86,9 @@ fn lease(
     ip6: Option<IpAddr>,
 ) -> Result<Vec<IpNet>> {
     let mut used = db.leases(&net.name)?;
+    // The routers the network's static routes point at: never handed out by
+    // allocation (asked for by address, one is the router container).
+    let routers: BTreeSet<IpAddr> = net.routes.iter().map(|r| r.gateway).collect();
     let mut addresses = Vec::new();
     for s in &net.subnets {
         let requested =
@@ -100,7 +104,12 @@ fn lease(
                 })?;
                 ip
             }
-            None => ipam::allocate(s, &used).ok_or_else(|| {
+            None => if routers.is_empty() {
+                ipam::allocate(s, &used)
+            } else {
+                ipam::allocate(s, &used.union(&routers).copied().collect())
+            }
+            .ok_or_else(|| {
                 Error::Exhausted(format!(
                     "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
                     net.name,
