@@ -118,6 +118,11 @@ struct Rete {
     /// as a user runs it; `rete rm` then drops it) rather than attaching to
     /// the lab's (`--netns`, as a runtime calls it).
     own_netns: bool,
+    /// Containers attached now (rete-own waits for the kernel's teardown).
+    attached: usize,
+    /// rete-own: ms from the start of each `rm` until the kernel had
+    /// deleted the veth pair.
+    settled: Vec<f64>,
 }
 
 impl Rete {
@@ -131,6 +136,8 @@ impl Rete {
             dir: lab.subdir(role)?,
             dns: true,
             own_netns,
+            attached: 0,
+            settled: Vec::new(),
         };
         // The peers resolve no names (netavark gets dns_enabled: false, the
         // CNI chain has no DNS), so rete's network has no resolver either,
@@ -183,7 +190,9 @@ impl Peer for Rete {
             args.extend(["--netns", path]);
         }
         let mut cmd = self.cmd(&h, &args);
-        timed(&mut cmd, b"").map(|r| r.0)
+        let dt = timed(&mut cmd, b"").map(|r| r.0)?;
+        self.attached += 1;
+        Ok(dt)
     }
     fn container_ns(&self, i: usize, given: &Ns) -> Ns {
         match self.own_netns {
@@ -198,7 +207,20 @@ impl Peer for Rete {
     fn detach(&mut self, i: usize, _: &Ns) -> Res<Duration> {
         let h = self.host.open()?;
         let mut cmd = self.cmd(&h, &["rm", &format!("c{i}")]);
-        timed(&mut cmd, b"").map(|r| r.0)
+        let t0 = Instant::now();
+        let dt = timed(&mut cmd, b"").map(|r| r.0)?;
+        self.attached -= 1;
+        if self.own_netns {
+            // Untimed: wait for the kernel to finish the namespace's
+            // teardown, so that its work does not land in the next peer's
+            // sample; record when it had.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while veths(&self.host)? > self.attached && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.settled.push(ms(t0.elapsed()));
+        }
+        Ok(dt)
     }
     fn version(&self) -> String {
         let v = self
@@ -213,6 +235,14 @@ impl Peer for Rete {
         }
     }
     fn finish(&mut self) -> Res<()> {
+        if !self.settled.is_empty() {
+            self.settled.sort_by(f64::total_cmp);
+            eprintln!(
+                "rete-own: the kernel had deleted the veth pair a median {:.2} ms after `rm` began (untimed wait, {} samples)",
+                self.settled[self.settled.len() / 2],
+                self.settled.len()
+            );
+        }
         // Removing the network also ends any helper rete started for it.
         self.run(&["network", "rm", "bench"]).map(drop)
     }

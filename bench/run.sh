@@ -8,7 +8,7 @@
 #                                     # --podman-only (these combine)
 #
 # Options: --n N (default 300, at most 1023), --peers LIST (attach/detach;
-# default rete,rete-cni,rete-netavark,netavark,cni,floor), --seconds S and
+# default rete,rete-own,rete-cni,rete-netavark,netavark,cni,floor), --seconds S and
 # --runs R (throughput; default 5 and 3), --count C and --reps R (parallel
 # ADDs; default 100 and 3), --podman-runs R (default 15), --out DIR (where
 # results go; default bench/results).
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 N=300
-PEERS=rete,rete-cni,rete-netavark,netavark,cni,floor
+PEERS=rete,rete-own,rete-cni,rete-netavark,netavark,cni,floor
 SECONDS_PER_TEST=5
 RUNS=3
 COUNT=100

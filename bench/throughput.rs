@@ -120,7 +120,16 @@ fn bench(args: Args) -> Res<()> {
             .env("RETE_NETNS_ETC_DIR", rete_dir.join("etc"));
         run(&mut cmd, b"")
     };
-    let plain = server_and_client(&rete, "", "10.202.0.0/24", PORT)?;
+    let plain = server_and_client(&rete, "", "10.202.0.0/24", PORT, &[])?;
+    // The same on a network without the shortcut past the bridge: the
+    // kernel's bridge path, for comparison.
+    let nofp = server_and_client(
+        &rete,
+        "nofp",
+        "10.205.0.0/24",
+        PORT + 2,
+        &["-o", "fastpath=false"],
+    )?;
 
     // The bridge case again in a host namespace where br_netfilter is off
     // (bridge-nf-call-ip{,6}tables = 0, as on a host that never loaded
@@ -151,7 +160,7 @@ fn bench(args: Args) -> Res<()> {
             .env("RETE_NETNS_ETC_DIR", rete_dir.join("etc-nf0"));
         run(&mut cmd, b"")
     };
-    let nf0 = server_and_client(&rete_nf0, "nf0", "10.204.0.0/24", PORT)?;
+    let nf0 = server_and_client(&rete_nf0, "nf0", "10.204.0.0/24", PORT, &[])?;
 
     // The same again on a host whose uplink carries BIG TCP (IPv4 GSO
     // packets of BIG_TCP bytes, as on a NIC that supports it): a network
@@ -161,7 +170,7 @@ fn bench(args: Args) -> Res<()> {
     set_gso(&a2, "veth-a")?;
     set_gso(&b2, "veth-b")?;
     set_gso(&host, "uplink")?;
-    let big = server_and_client(&rete, "big", "10.203.0.0/24", PORT + 1)?;
+    let big = server_and_client(&rete, "big", "10.203.0.0/24", PORT + 1, &[])?;
 
     let bridge_nf = {
         let h = host.open()?;
@@ -186,6 +195,15 @@ fn bench(args: Args) -> Res<()> {
             server: plain.server.clone(),
             client: plain.client.clone(),
             target: plain.server_ip.clone(),
+            port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "bridge-nofp",
+            what: "diagnostic: bridge, on a network with -o fastpath=false (through the bridge)",
+            server: nofp.server.clone(),
+            client: nofp.client.clone(),
+            target: nofp.server_ip.clone(),
             port: PORT,
             gbits: Vec::new(),
         },
@@ -380,6 +398,7 @@ fn server_and_client(
     suffix: &str,
     subnet: &str,
     host_port: u16,
+    opts: &[&str],
 ) -> Res<Containers> {
     let (net, srv, cli) = (
         format!("tp{suffix}"),
@@ -389,6 +408,7 @@ fn server_and_client(
     // No resolver: it is not on the data path, and would only add a
     // background process to the measurement.
     let mut create = vec!["network", "create", &net, "--subnet", subnet];
+    create.extend(opts);
     if rete(&["network", "create", "--help"])?.contains("--disable-dns") {
         create.push("--disable-dns");
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod fastpath;
 pub mod firewall;
 pub mod ipam;
 pub mod journal;

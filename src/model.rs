@@ -140,6 +140,13 @@ impl Network {
             .and_then(|m| m.parse().ok())
             .unwrap_or_default()
     }
+
+    /// Whether traffic between its containers takes the shortcut past the
+    /// bridge (`crate::fastpath`); on unless the option `fastpath=false`.
+    pub fn fastpath(&self) -> bool {
+        self.driver == Driver::Bridge
+            && self.options.get("fastpath").map(String::as_str) != Some("false")
+    }
 }
 
 /// One subnet of a network, with its gateway and the range leases come from.

@@ -21,8 +21,9 @@ use rtnetlink::packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE}
 use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption,
-    TcActionType, TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
-    TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+    TcActionType, TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcFilterU32Option,
+    TcHandle, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key, TcU32Selector,
+    TcU32SelectorFlags,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec};
@@ -111,6 +112,94 @@ impl Rtnl {
         }
         Ok(())
     }
+}
+
+impl Rtnl {
+    /// Runs program `prog` (a loaded sched_cls program's descriptor) on
+    /// everything arriving on link `index`, as a direct-action `bpf` filter
+    /// on a clsact qdisc (made unless the link has one).
+    pub fn attach_ingress_program(&mut self, index: u32, prog: i32, name: &str) -> io::Result<()> {
+        let dev = ifindex(index)?;
+        match self.create(RouteNetlinkMessage::NewQueueDiscipline(clsact_message(dev))) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        self.create(RouteNetlinkMessage::NewTrafficFilter(bpf_filter_message(
+            dev, prog, name,
+        )))
+    }
+
+    /// The id of the first `bpf` ingress filter program named `name` on link
+    /// `index`, if it has one.
+    pub fn ingress_program(&mut self, index: u32, name: &str) -> io::Result<Option<u32>> {
+        let mut msg = TcMessage::with_index(ifindex(index)?);
+        msg.header.parent = clsact_ingress();
+        let replies = match self.request(
+            RouteNetlinkMessage::GetTrafficFilter(msg),
+            rtnetlink::packet_core::NLM_F_DUMP,
+        ) {
+            // No clsact qdisc: no filter.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            other => other?,
+        };
+        for r in replies {
+            let RouteNetlinkMessage::NewTrafficFilter(f) = r else {
+                continue;
+            };
+            for a in &f.attributes {
+                let TcAttribute::Options(opts) = a else {
+                    continue;
+                };
+                let named = opts.iter().any(
+                    |o| matches!(o, TcOption::Bpf(TcFilterBpfOption::ProgName(n)) if n == name),
+                );
+                let id = opts.iter().find_map(|o| match o {
+                    TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+                    _ => None,
+                });
+                if let (true, Some(id)) = (named, id) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The parent of ingress filters on a clsact qdisc (`ffff:fff2`).
+fn clsact_ingress() -> TcHandle {
+    TcHandle {
+        major: 0xffff,
+        minor: TcHandle::MIN_INGRESS,
+    }
+}
+
+/// RTM_NEWQDISC body for the clsact qdisc of link `dev`.
+fn clsact_message(dev: i32) -> TcMessage {
+    let mut msg = TcMessage::with_index(dev);
+    msg.header.handle = INGRESS_HANDLE;
+    msg.header.parent = TcHandle::CLSACT;
+    msg.attributes.push(TcAttribute::Kind("clsact".to_string()));
+    msg
+}
+
+/// RTM_NEWTFILTER body: program `prog` as a direct-action `bpf` filter at
+/// the ingress of link `dev`, for every protocol.
+fn bpf_filter_message(dev: i32, prog: i32, name: &str) -> TcMessage {
+    let mut msg = TcMessage::with_index(dev);
+    msg.header.parent = clsact_ingress();
+    msg.header.info = u32::from(TcHandle {
+        major: FILTER_PRIORITY,
+        minor: ETH_P_ALL.to_be(),
+    });
+    msg.attributes
+        .push(TcAttribute::Kind(TcFilterBpf::KIND.to_string()));
+    msg.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog as u32)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(name.to_string())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    msg
 }
 
 /// tbf parameters in the kernel's units.

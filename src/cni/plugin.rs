@@ -249,6 +249,10 @@ fn network_request(conf: &NetConf) -> Result<NetworkRequest, CniError> {
         "masquerade".into(),
         conf.ip_masq.unwrap_or(true).to_string(),
     );
+    options.insert(
+        "fastpath".into(),
+        conf.fastpath.unwrap_or(false).to_string(),
+    );
     let routes = conf
         .ipam
         .iter()

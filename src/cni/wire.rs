@@ -27,6 +27,12 @@ pub struct NetConf {
     pub internal: Option<bool>,
     /// rete: no name resolution by rete's resolver on this network.
     pub disable_dns: Option<bool>,
+    /// rete: traffic between the network's containers skips the bridge
+    /// (`rete::fastpath`). Off by default here: its tc filter on the host
+    /// end clashes with plugins chained after rete that add their own
+    /// ingress qdisc there (the reference `bandwidth`), and its shortcut
+    /// would pass by their shaping.
+    pub fastpath: Option<bool>,
     pub ipam: Option<IpamConf>,
     pub dns: Option<Dns>,
     /// Limits in the configuration itself, as the reference bandwidth

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::endpoint::{attach, unplumb, unplumb_dropped, EndpointRequest};
+use super::endpoint::{attach, leave_fastpath, unplumb, unplumb_dropped, EndpointRequest};
 use super::kernel::Kernel;
 use super::network::{self, now, random_id, NetworkRequest, DEFAULT_NETWORK};
 use super::{exec, publish, Engine};
@@ -442,6 +442,10 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
     // `rete gc` releases; never a listed container without its veth.
     let dropped = match (&c.netns, c.owns_netns) {
         (Some(path), true) => {
+            // Off the fast path while the host ends are still ports.
+            for ep in &c.endpoints {
+                leave_fastpath(kernel, ep)?;
+            }
             netns::remove(path)
                 .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
             true

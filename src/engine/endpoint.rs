@@ -147,9 +147,11 @@ pub(super) fn plumb(
         }
     };
     let host = kernel.host()?;
+    let mut bridge_index = None;
     match net.driver {
         Driver::Bridge => {
             let bridge = host_device(host, net)?;
+            bridge_index = Some(bridge.index);
             journal.record(Undo::Link(ep.host_ifname.clone()))?;
             host.add_veth(&VethSpec {
                 host: &ep.host_ifname,
@@ -259,7 +261,42 @@ pub(super) fn plumb(
     if let Some(mac) = link.mac.as_deref() {
         ep.mac = names::format_mac(mac);
     }
+    if let Some(bridge) = bridge_index.filter(|_| net.fastpath() && ep.bandwidth.is_none()) {
+        join_fastpath(kernel.host()?, bridge, ep);
+    }
     shaping::apply(kernel, journal, ep)
+}
+
+/// Puts the endpoint on its network's shortcut past the bridge (see
+/// `crate::fastpath`). Best effort: without it, its traffic takes the
+/// bridge as always. Endpoints with bandwidth limits stay off it: their tc
+/// shaping is on the path the shortcut skips.
+fn join_fastpath(host: &mut Rtnl, bridge: u32, ep: &Endpoint) {
+    let Ok(mac) = names::parse_mac(&ep.mac) else {
+        return;
+    };
+    let Some(IpAddr::V4(ip)) = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) else {
+        return;
+    };
+    let Ok(Some(host_end)) = host.link(&ep.host_ifname) else {
+        return;
+    };
+    let _ = crate::fastpath::join(host, bridge, host_end.index, ip, mac);
+}
+
+/// Takes the endpoint off its network's shortcut, while its host end is
+/// still a port of the bridge.
+pub(super) fn leave_fastpath(kernel: &mut Kernel, ep: &Endpoint) -> Result<()> {
+    let Some(host_end) = ep.host_end() else {
+        return Ok(());
+    };
+    for a in &ep.addresses {
+        if let IpAddr::V4(ip) = a.addr() {
+            crate::fastpath::leave(kernel.host()?, host_end, ip)
+                .map_err(|e| Error::kernel(format!("take {ip} off the fast path"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The network's device on the host: its bridge, or its macvlan parent.
@@ -289,6 +326,7 @@ pub(super) fn unplumb(
     netns: Option<&std::path::Path>,
     ep: &Endpoint,
 ) -> Result<()> {
+    leave_fastpath(kernel, ep)?;
     match ep.host_end() {
         Some(host_end) => kernel
             .host()?

@@ -351,9 +351,11 @@ fn bridge_settings(
             "isolate" => isolate = flag()?,
             "masquerade" => masquerade = flag()?,
             "gso_max_size" => gso_max_size = Some(parse_gso_max_size(v)?),
+            // Read from the stored options when containers attach.
+            "fastpath" => drop(flag()?),
             _ => {
                 return Err(Error::Invalid(format!(
-                    "unknown network option \"{k}\"; known: isolate, masquerade, gso_max_size (bridge), parent, mode (macvlan)"
+                    "unknown network option \"{k}\"; known: isolate, masquerade, fastpath, gso_max_size (bridge), parent, mode (macvlan)"
                 )))
             }
         }
