@@ -1,5 +1,6 @@
-//! Bandwidth limits with Linux traffic control, set up as the CNI reference
-//! `bandwidth` plugin does.
+//! Linux traffic control over rtnetlink: bandwidth limits, set up as the
+//! CNI reference `bandwidth` plugin does, and the `bpf` filters that carry
+//! the fast path (`crate::fastpath`).
 //!
 //! - A container's *ingress* limit is a token bucket filter (tbf) at the root
 //!   of the host-side veth: what the host sends toward the container leaves

@@ -9,15 +9,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn assert_no_residue(lab: &Lab) {
-    let links = lab.host_links();
-    assert!(
-        !links.iter().any(|l| l.starts_with("rete")),
-        "rete devices left behind: {links:?}"
-    );
-    assert_eq!(lab.nft(), "", "the nftables table should be gone");
-}
-
 /// A container on `network`: its namespace and IPv4 address.
 fn container(lab: &Lab, name: &str, network: &str) -> (PathBuf, IpAddr) {
     lab.rete_ok(&["create", name, "--network", network]);

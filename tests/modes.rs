@@ -8,16 +8,6 @@ use std::net::IpAddr;
 
 use common::*;
 
-/// Nothing rete made is left in the host namespace.
-fn assert_no_residue(lab: &Lab) {
-    let links = lab.host_links();
-    assert!(
-        !links.iter().any(|l| l.starts_with("rete")),
-        "rete devices left behind: {links:?}"
-    );
-    assert_eq!(lab.nft(), "", "the nftables table should be gone");
-}
-
 /// Runs a command in a container through `rete exec`; returns its stdout.
 fn exec(lab: &Lab, name: &str, argv: &[&str]) -> String {
     let mut args = vec!["exec", name, "--"];

@@ -11,15 +11,6 @@ use std::path::PathBuf;
 
 use common::*;
 
-fn assert_no_residue(lab: &Lab) {
-    let links = lab.host_links();
-    assert!(
-        !links.iter().any(|l| l.starts_with("rete")),
-        "rete devices left behind: {links:?}"
-    );
-    assert_eq!(lab.nft(), "", "the nftables table should be gone");
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }

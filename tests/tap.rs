@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn assert_no_residue(lab: &Lab) {
-    let links = lab.host_links();
-    assert!(
-        !links.iter().any(|l| l.starts_with("rete")),
-        "rete devices left behind: {links:?}"
-    );
-    assert_eq!(lab.nft(), "", "the nftables table should be gone");
-}
-
 fn bridge_of(lab: &Lab, network: &str) -> String {
     let v: serde_json::Value =
         serde_json::from_str(&lab.rete_ok(&["network", "inspect", network])).unwrap();

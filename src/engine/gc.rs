@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::endpoint::{plumb, unplumb};
-
 use super::kernel::{all_elements, Kernel};
 use super::shaping;
 use super::{network, Engine};

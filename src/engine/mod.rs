@@ -132,10 +132,6 @@ impl Engine {
         network::get(&self.store.read(), name)
     }
 
-    /// Whether the kernel has the network's device (its bridge, or its
-    /// macvlan parent): false after a reboot, or in a network namespace
-    /// made anew (rootless Podman's, when its last container went), while
-    /// the store still holds the network.
     pub fn containers(&self) -> Result<Vec<Container>> {
         self.store.read().containers()
     }

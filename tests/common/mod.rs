@@ -304,6 +304,17 @@ pub fn in_ns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// A TCP server in `ns` on `addr:port` that answers each connection with
 /// `reply` followed by the peer's address, for up to `connections`
 /// connections or until dropped (3 s per accept).
+/// Nothing rete made is left in the host namespace: no `rete*` device, no
+/// nftables table.
+pub fn assert_no_residue(lab: &Lab) {
+    let links = lab.host_links();
+    assert!(
+        !links.iter().any(|l| l.starts_with("rete")),
+        "rete devices left behind: {links:?}"
+    );
+    assert_eq!(lab.nft(), "", "the nftables table should be gone");
+}
+
 /// A server on a thread inside a namespace, which it holds (as a process
 /// in a container would) until it has served its count, its deadline
 /// passed or it is dropped.
