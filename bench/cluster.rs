@@ -61,8 +61,13 @@ struct Args {
     /// Runs per throughput case
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Backends for the throughput test
-    #[arg(long, value_delimiter = ',', default_value = "vxlan,host-gw")]
+    /// Backends for the throughput test; `-nofp` runs agents with
+    /// `--fastpath false` (a diagnostic case: routed through the bridge)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vxlan,host-gw,vxlan-nofp,host-gw-nofp"
+    )]
     backends: Vec<String>,
     /// Cluster sizes for the mesh test
     #[arg(long, value_delimiter = ',', default_value = "3,50")]
@@ -139,6 +144,7 @@ fn bench(args: Args) -> Res<()> {
         return Err(format!("--mesh-sizes must be 2..={MAX_HOSTS}"));
     }
     for b in args.backends.iter().chain(&args.mesh_backends) {
+        let b = b.strip_suffix("-nofp").unwrap_or(b);
         if b != "vxlan" && b != "host-gw" {
             return Err(format!("unknown backend {b:?}"));
         }
@@ -251,6 +257,8 @@ struct Cluster {
     etcd_ns: Ns,
     etcd_pid: u32,
     backend: String,
+    /// The agents' `--fastpath`.
+    fastpath: bool,
     rete: PathBuf,
     lab: Lab,
 }
@@ -290,7 +298,8 @@ impl Cluster {
             underlay,
             etcd_ns,
             etcd_pid,
-            backend: backend.to_string(),
+            backend: backend.trim_end_matches("-nofp").to_string(),
+            fastpath: !backend.ends_with("-nofp"),
             rete: env.rete.clone(),
             lab,
         };
@@ -401,6 +410,7 @@ impl Cluster {
             let h = &self.hosts[i];
             let mut cmd = cmd_in(f, &rete);
             cmd.args(["agent", "--backend", &self.backend, "--node-name", &h.name])
+                .args(["--fastpath", if self.fastpath { "true" } else { "false" }])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
@@ -894,7 +904,7 @@ fn start_and_wait(c: &mut Cluster, limit: Duration) -> Res<MeshResult> {
 // 1. Throughput.
 
 struct Case {
-    name: &'static str,
+    name: String,
     what: String,
     lab: usize,
     server: Ns,
@@ -930,11 +940,7 @@ fn throughput(env: &Env, args: &Args) -> Res<()> {
         mtus.push((backend.clone(), ul_mtu, c_mtu));
         let k = clusters.len();
         cases.push(Case {
-            name: if backend == "vxlan" {
-                "underlay (vxlan lab)"
-            } else {
-                "underlay (host-gw lab)"
-            },
+            name: format!("underlay ({backend} lab)"),
             what: format!("h1 -> h2 on the underlay, MTU {ul_mtu}"),
             lab: k,
             server: Ns {
@@ -948,11 +954,7 @@ fn throughput(env: &Env, args: &Args) -> Res<()> {
             gbits: Vec::new(),
         });
         cases.push(Case {
-            name: if backend == "vxlan" {
-                "vxlan"
-            } else {
-                "host-gw"
-            },
+            name: backend.clone(),
             what: format!("container on h1 -> container on h2, MTU {c_mtu}"),
             lab: k,
             server: srv,
@@ -963,7 +965,7 @@ fn throughput(env: &Env, args: &Args) -> Res<()> {
         });
         if backend == "vxlan" {
             cases.push(Case {
-                name: "underlay at the overlay's MSS",
+                name: "underlay at the overlay's MSS".into(),
                 what: format!(
                     "diagnostic: h1 -> h2 on the underlay, iperf3 -M {}",
                     c_mtu - 40

@@ -8,14 +8,26 @@
 //! for the gateway, the host or other networks, frames for any other MAC)
 //! goes on as before.
 //!
-//! The program is a handful of instructions, assembled here: no compiler
+//! A second program over the same map is the last hop of a router: at the
+//! ingress of the device cluster traffic from other hosts arrives on (the
+//! underlay interface for host-gw, the VXLAN device for vxlan), a packet
+//! for the address of a local container gets its TTL decremented, the
+//! container's MAC as destination and the bridge's as source, and goes
+//! straight into the container's namespace, past routing, the bridge and
+//! the container's host end. Only what the host itself would forward that
+//! way, unchanged, is taken: frames to this host's MAC (not broadcast, not
+//! another's), IPv4 with a TTL left to decrement. rete's firewall passes
+//! that traffic untouched (no isolation, masquerade or DNAT applies to it),
+//! so skipping netfilter on that hop changes no verdict.
+//!
+//! The programs are a handful of instructions, assembled here: no compiler
 //! or loader library is needed, only the `bpf(2)` system call.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::netlink::Rtnl;
+use crate::netlink::{Link, Rtnl};
 
 // bpf(2) commands (linux/bpf.h).
 const BPF_MAP_CREATE: i32 = 0;
@@ -42,6 +54,13 @@ const MAX_ENTRIES: u32 = 1024;
 
 /// The program's name, by which rete knows it from others on a device.
 pub const PROG_NAME: &str = "rete_fastpath";
+
+/// The routed program's name.
+pub const ROUTED_NAME: &str = "rete_routed";
+
+/// The routed program's filter priority on a device rete does not own
+/// (above the `pref 1` other tools take by default).
+const ROUTED_PRIORITY: u16 = 0x7e7e;
 
 /// Size of a map value: the host end's ifindex, then the MAC.
 const VALUE_SIZE: usize = 12;
@@ -138,7 +157,16 @@ pub struct Program(OwnedFd);
 impl Program {
     /// Loads the program over `map`.
     pub fn load(map: &Map) -> io::Result<Program> {
-        let insns = program(map.0.as_raw_fd());
+        Self::load_insns(&program(map.0.as_raw_fd()), PROG_NAME)
+    }
+
+    /// Loads the routed program over `map`, giving delivered frames
+    /// `gateway` as their source MAC.
+    pub fn load_routed(map: &Map, gateway: [u8; 6]) -> io::Result<Program> {
+        Self::load_insns(&routed_program(map.0.as_raw_fd(), gateway), ROUTED_NAME)
+    }
+
+    fn load_insns(insns: &[Insn], name: &str) -> io::Result<Program> {
         let code: Vec<u8> = insns.iter().flat_map(Insn::bytes).collect();
         let license = b"GPL\0";
         let mut attr = [0u8; 128];
@@ -146,7 +174,7 @@ impl Program {
         put_u32(&mut attr, 4, insns.len() as u32);
         put_u64(&mut attr, 8, code.as_ptr() as u64);
         put_u64(&mut attr, 16, license.as_ptr() as u64);
-        put_name(&mut attr, 48, PROG_NAME);
+        put_name(&mut attr, 48, name);
         bpf(BPF_PROG_LOAD, &mut attr).map(|r| Program(fd_of(r)))
     }
 
@@ -220,10 +248,16 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 const MOV64_REG: u8 = 0xbf;
 const MOV64_IMM: u8 = 0xb7;
 const ADD64_IMM: u8 = 0x07;
+const MOV32_IMM: u8 = 0xb4;
 const LDX_W: u8 = 0x61;
 const LDX_H: u8 = 0x69;
+const LDX_B: u8 = 0x71;
 const STX_W: u8 = 0x63;
+const STX_H: u8 = 0x6b;
+const STX_B: u8 = 0x73;
 const JGT_REG: u8 = 0x2d;
+const JLE_IMM: u8 = 0xb5;
+const JLT_IMM: u8 = 0xa5;
 const JNE_IMM: u8 = 0x55;
 const JNE_REG: u8 = 0x5d;
 const JEQ_IMM: u8 = 0x15;
@@ -232,33 +266,87 @@ const EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 
 // struct __sk_buff offsets.
+const SKB_PKT_TYPE: i16 = 4;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
-/// The program, with `map_fd` in its map load. Registers: r6 the context,
-/// r7 the frame's start.
-fn program(map_fd: RawFd) -> Vec<Insn> {
-    const PASS: i16 = 0; // patched below: offsets to the last two instructions
+/// Instructions both programs start with: r6 the context, r7 the frame's
+/// start; passes unless the frame holds an Ethernet and an IPv4 header up
+/// to the destination address (the first 34 bytes) and, when `routed`, is
+/// for this host's MAC with a TTL above 1. Leaves the destination address
+/// on the stack at r10 - 4, the key of the lookup that follows.
+fn head(routed: bool) -> Vec<Insn> {
     let mut p = vec![
         insn(MOV64_REG, 6, 1, 0, 0),
         insn(LDX_W, 7, 6, SKB_DATA, 0),
         insn(LDX_W, 3, 6, SKB_DATA_END, 0),
-        // The Ethernet header and the IPv4 header up to its destination.
         insn(MOV64_REG, 4, 7, 0, 0),
         insn(ADD64_IMM, 4, 0, 0, 34),
         insn(JGT_REG, 4, 3, PASS, 0),
         // EtherType IPv4 (0x0800, read little-endian).
         insn(LDX_H, 4, 7, 12, 0),
         insn(JNE_IMM, 4, 0, PASS, 0x0008),
-        // Key: the destination address, on the stack.
-        insn(LDX_W, 4, 7, 30, 0),
-        insn(STX_W, 10, 4, -4, 0),
+    ];
+    if routed {
+        p.extend([
+            // PACKET_HOST: addressed to this device.
+            insn(LDX_W, 4, 6, SKB_PKT_TYPE, 0),
+            insn(JNE_IMM, 4, 0, PASS, 0),
+            // The stack answers a TTL that runs out (ICMP time exceeded).
+            insn(LDX_B, 4, 7, 22, 0),
+            insn(JLE_IMM, 4, 0, PASS, 1),
+        ]);
+    }
+    p.extend([insn(LDX_W, 4, 7, 30, 0), insn(STX_W, 10, 4, -4, 0)]);
+    p
+}
+
+/// The map lookup of the key on the stack: r0 the value, or pass.
+fn lookup(map_fd: RawFd) -> [Insn; 6] {
+    [
         insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
         insn(0, 0, 0, 0, 0),
         insn(MOV64_REG, 2, 10, 0, 0),
         insn(ADD64_IMM, 2, 0, 0, -4),
         insn(CALL, 0, 0, 0, FUNC_MAP_LOOKUP_ELEM),
         insn(JEQ_IMM, 0, 0, PASS, 0),
+    ]
+}
+
+/// `bpf_redirect_peer` to the value's host end, the program's verdict.
+const DELIVER: [Insn; 4] = [
+    insn(LDX_W, 1, 0, 0, 0),
+    insn(MOV64_IMM, 2, 0, 0, 0),
+    insn(CALL, 0, 0, 0, FUNC_REDIRECT_PEER),
+    insn(EXIT, 0, 0, 0, 0),
+];
+
+/// Placeholder offset of the jumps to the pass exit, which [`finish`]
+/// patches.
+const PASS: i16 = 0;
+
+/// Appends the pass exit (TC_ACT_UNSPEC) and points every conditional jump
+/// at it: each program's jumps all mean "not for the shortcut".
+fn finish(mut p: Vec<Insn>) -> Vec<Insn> {
+    let pass = p.len();
+    p.push(insn(MOV64_IMM, 0, 0, 0, TC_ACT_UNSPEC));
+    p.push(insn(EXIT, 0, 0, 0, 0));
+    for (i, ins) in p.iter_mut().enumerate().take(pass) {
+        let jump = matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM);
+        if jump {
+            // Counted from the next instruction.
+            ins.off = (pass - i - 1) as i16;
+        }
+    }
+    p
+}
+
+/// The program at the host ends, with `map_fd` in its map load: a frame
+/// for a container's address and MAC goes to that container.
+fn program(map_fd: RawFd) -> Vec<Insn> {
+    let mut p = head(false);
+    p.extend(lookup(map_fd));
+    p.extend([
         // Only a frame addressed to that container's MAC.
         insn(LDX_W, 1, 7, 0, 0),
         insn(LDX_W, 2, 0, 4, 0),
@@ -266,22 +354,45 @@ fn program(map_fd: RawFd) -> Vec<Insn> {
         insn(LDX_H, 1, 7, 4, 0),
         insn(LDX_H, 2, 0, 8, 0),
         insn(JNE_REG, 1, 2, PASS, 0),
-        insn(LDX_W, 1, 0, 0, 0),
-        insn(MOV64_IMM, 2, 0, 0, 0),
-        insn(CALL, 0, 0, 0, FUNC_REDIRECT_PEER),
-        insn(EXIT, 0, 0, 0, 0),
-    ];
-    let pass = p.len();
-    p.push(insn(MOV64_IMM, 0, 0, 0, TC_ACT_UNSPEC));
-    p.push(insn(EXIT, 0, 0, 0, 0));
-    // Jumps to PASS: their offset counts from the next instruction.
-    for (i, ins) in p.iter_mut().enumerate().take(pass) {
-        let jump = matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM);
-        if jump {
-            ins.off = (pass - i - 1) as i16;
-        }
-    }
-    p
+    ]);
+    p.extend(DELIVER);
+    finish(p)
+}
+
+/// The routed program: a packet for a container's address is forwarded to
+/// it as the host would, with its TTL decremented (and the header checksum
+/// updated incrementally, RFC 1624), the container's MAC as destination
+/// and `gateway` (the bridge's) as source.
+fn routed_program(map_fd: RawFd, gateway: [u8; 6]) -> Vec<Insn> {
+    let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let half = |b: &[u8]| i32::from(u16::from_le_bytes([b[0], b[1]]));
+    let mut p = head(true);
+    p.extend(lookup(map_fd));
+    p.extend([
+        // Destination MAC: the container's.
+        insn(LDX_W, 1, 0, 4, 0),
+        insn(STX_W, 7, 1, 0, 0),
+        insn(LDX_H, 1, 0, 8, 0),
+        insn(STX_H, 7, 1, 4, 0),
+        // Source MAC: the gateway's.
+        insn(MOV32_IMM, 1, 0, 0, word(&gateway[..4])),
+        insn(STX_W, 7, 1, 6, 0),
+        insn(MOV32_IMM, 1, 0, 0, half(&gateway[4..])),
+        insn(STX_H, 7, 1, 10, 0),
+        // TTL - 1.
+        insn(LDX_B, 1, 7, 22, 0),
+        insn(ADD64_IMM, 1, 0, 0, -1),
+        insn(STX_B, 7, 1, 22, 0),
+        // Checksum + htons(0x0100) with the end-around carry, as the
+        // kernel's ip_decrease_ttl (the halfword is read little-endian).
+        insn(LDX_H, 1, 7, 24, 0),
+        insn(ADD64_IMM, 1, 0, 0, 1),
+        insn(JLT_IMM, 1, 0, 1, 0xffff),
+        insn(ADD64_IMM, 1, 0, 0, 1),
+        insn(STX_H, 7, 1, 24, 0),
+    ]);
+    p.extend(DELIVER);
+    finish(p)
 }
 
 /// The network's program and map, found through the filter on its bridge
@@ -315,6 +426,26 @@ pub fn join(
     map.insert(ip, host_end, mac)
 }
 
+/// Puts the routed program of the network on `bridge` at the
+/// ingress of `device` (replacing one a previous run left), so that packets
+/// arriving there for the network's containers go straight to them.
+pub fn route_into(host: &mut Rtnl, bridge: &Link, device: u32) -> io::Result<()> {
+    let gateway = bridge
+        .mac
+        .as_deref()
+        .and_then(|m| <[u8; 6]>::try_from(m).ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
+    let (_, map) = of_bridge(host, bridge.index)?;
+    let prog = Program::load_routed(&map, gateway)?;
+    host.detach_ingress_program(device, ROUTED_NAME)?;
+    host.attach_ingress_program_at(device, ROUTED_PRIORITY, prog.fd(), ROUTED_NAME)
+}
+
+/// Takes the routed program off `device` (nothing to do when it has none).
+pub fn unroute(host: &mut Rtnl, device: u32) -> io::Result<()> {
+    host.detach_ingress_program(device, ROUTED_NAME)
+}
+
 /// Takes `ip` off the shortcut of the network whose bridge host end
 /// `host_end` is a port of (nothing to do when it is in no bridge, or the
 /// bridge has no program).
@@ -337,14 +468,27 @@ mod tests {
 
     #[test]
     fn jumps_land_on_the_pass_exit() {
-        let p = program(3);
-        let pass = p.len() - 2;
-        for (i, ins) in p.iter().enumerate() {
-            if matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM) {
-                assert_eq!(i + 1 + ins.off as usize, pass, "jump at {i}");
+        for p in [program(3), routed_program(3, [2, 0, 0, 0, 0, 1])] {
+            let pass = p.len() - 2;
+            for (i, ins) in p.iter().enumerate() {
+                if matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM) {
+                    assert_eq!(i + 1 + ins.off as usize, pass, "jump at {i}");
+                }
             }
+            assert_eq!(p[pass].imm, TC_ACT_UNSPEC);
         }
-        assert_eq!(p[pass].imm, TC_ACT_UNSPEC);
+    }
+
+    #[test]
+    fn the_checksum_carry_skips_one_instruction() {
+        let p = routed_program(3, [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        let i = p.iter().position(|x| x.code == JLT_IMM).unwrap();
+        assert_eq!((p[i].off, p[i].imm), (1, 0xffff));
+        assert_eq!(p[i + 1].code, ADD64_IMM);
+        assert_eq!(p[i + 2].code, STX_H);
+        // The gateway MAC, as the bytes the stores write.
+        let w = p.iter().find(|x| x.code == MOV32_IMM).unwrap();
+        assert_eq!(w.imm.to_le_bytes(), [0xaa, 0xbb, 0xcc, 0xdd]);
     }
 
     #[test]

@@ -120,51 +120,94 @@ impl Rtnl {
     /// everything arriving on link `index`, as a direct-action `bpf` filter
     /// on a clsact qdisc (made unless the link has one).
     pub fn attach_ingress_program(&mut self, index: u32, prog: i32, name: &str) -> io::Result<()> {
+        self.attach_ingress_program_at(index, FILTER_PRIORITY, prog, name)
+    }
+
+    /// [`Rtnl::attach_ingress_program`] at filter priority `priority`: for a
+    /// device rete does not own, where `pref 1` may be someone else's.
+    pub fn attach_ingress_program_at(
+        &mut self,
+        index: u32,
+        priority: u16,
+        prog: i32,
+        name: &str,
+    ) -> io::Result<()> {
         let dev = ifindex(index)?;
         match self.create(RouteNetlinkMessage::NewQueueDiscipline(clsact_message(dev))) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             other => other?,
         }
         self.create(RouteNetlinkMessage::NewTrafficFilter(bpf_filter_message(
-            dev, prog, name,
+            dev, priority, prog, name,
         )))
     }
 
-    /// The id of the first `bpf` ingress filter program named `name` on link
-    /// `index`, if it has one.
-    pub fn ingress_program(&mut self, index: u32, name: &str) -> io::Result<Option<u32>> {
+    /// Removes every `bpf` ingress filter whose program is named `name` from
+    /// link `index` (none there is not an error); other filters stay.
+    pub fn detach_ingress_program(&mut self, index: u32, name: &str) -> io::Result<()> {
+        for f in self.ingress_filters(index)? {
+            if program_of(&f, name).is_some() {
+                let mut del = TcMessage::with_index(f.header.index);
+                del.header.parent = f.header.parent;
+                del.header.handle = f.header.handle;
+                del.header.info = f.header.info;
+                del.attributes
+                    .push(TcAttribute::Kind(TcFilterBpf::KIND.to_string()));
+                match self.change(RouteNetlinkMessage::DelTrafficFilter(del)) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    other => other?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ingress filters of link `index` (none without a clsact qdisc).
+    fn ingress_filters(&mut self, index: u32) -> io::Result<Vec<TcMessage>> {
         let mut msg = TcMessage::with_index(ifindex(index)?);
         msg.header.parent = clsact_ingress();
         let replies = match self.request(
             RouteNetlinkMessage::GetTrafficFilter(msg),
             rtnetlink::packet_core::NLM_F_DUMP,
         ) {
-            // No clsact qdisc: no filter.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
             other => other?,
         };
-        for r in replies {
-            let RouteNetlinkMessage::NewTrafficFilter(f) = r else {
-                continue;
-            };
-            for a in &f.attributes {
-                let TcAttribute::Options(opts) = a else {
-                    continue;
-                };
-                let named = opts.iter().any(
-                    |o| matches!(o, TcOption::Bpf(TcFilterBpfOption::ProgName(n)) if n == name),
-                );
-                let id = opts.iter().find_map(|o| match o {
-                    TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
-                    _ => None,
-                });
-                if let (true, Some(id)) = (named, id) {
-                    return Ok(Some(id));
-                }
-            }
-        }
-        Ok(None)
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
+                _ => None,
+            })
+            .collect())
     }
+
+    /// The id of the first `bpf` ingress filter program named `name` on link
+    /// `index`, if it has one.
+    pub fn ingress_program(&mut self, index: u32, name: &str) -> io::Result<Option<u32>> {
+        Ok(self
+            .ingress_filters(index)?
+            .iter()
+            .find_map(|f| program_of(f, name)))
+    }
+}
+
+/// The id of filter `f`'s program, when it is a `bpf` filter of a program
+/// named `name`.
+fn program_of(f: &TcMessage, name: &str) -> Option<u32> {
+    f.attributes.iter().find_map(|a| {
+        let TcAttribute::Options(opts) = a else {
+            return None;
+        };
+        let named = opts
+            .iter()
+            .any(|o| matches!(o, TcOption::Bpf(TcFilterBpfOption::ProgName(n)) if n == name));
+        let id = opts.iter().find_map(|o| match o {
+            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+            _ => None,
+        });
+        id.filter(|_| named)
+    })
 }
 
 /// The parent of ingress filters on a clsact qdisc (`ffff:fff2`).
@@ -186,11 +229,11 @@ fn clsact_message(dev: i32) -> TcMessage {
 
 /// RTM_NEWTFILTER body: program `prog` as a direct-action `bpf` filter at
 /// the ingress of link `dev`, for every protocol.
-fn bpf_filter_message(dev: i32, prog: i32, name: &str) -> TcMessage {
+fn bpf_filter_message(dev: i32, priority: u16, prog: i32, name: &str) -> TcMessage {
     let mut msg = TcMessage::with_index(dev);
     msg.header.parent = clsact_ingress();
     msg.header.info = u32::from(TcHandle {
-        major: FILTER_PRIORITY,
+        major: priority,
         minor: ETH_P_ALL.to_be(),
     });
     msg.attributes

@@ -42,7 +42,12 @@ fn snapshot(lab: &Lab) -> Snapshot {
         containers: json(&["ls", "--format", "json"]),
         links: lab.host_links(),
         addrs: lab.sh_host("ip -4 -o addr show"),
-        routes: lab.sh_host("ip -4 route show table all"),
+        // Without the carrier flag: the kernel raises a new bridge's
+        // carrier up to a second after its first port comes up (linkwatch),
+        // whatever rete does meanwhile.
+        routes: lab
+            .sh_host("ip -4 route show table all")
+            .replace(" linkdown", ""),
         nft: lab.nft(),
         pinned: list_dir(&lab.netns_dir()),
         journals: list_dir(&lab.dir.join("run").join("journal")),

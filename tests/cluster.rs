@@ -17,7 +17,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{enter_on_exec, ping, ping_once, sh_in, sh_in_allow_fail, tcp_get, Server};
+use common::{
+    enter_on_exec, ping, ping_once, sh_in, sh_in_allow_fail, tcp_get, transfer, tx_bytes, Server,
+    BULK,
+};
 use serde_json::Value;
 
 const ETCD_IP: &str = "10.77.0.2";
@@ -65,6 +68,8 @@ struct ClusterLab {
     lease_ttl: u32,
     /// etcd over https with client certificates.
     tls: bool,
+    /// More arguments for every agent.
+    agent_args: Vec<&'static str>,
 }
 
 impl ClusterLab {
@@ -80,6 +85,17 @@ impl ClusterLab {
         backend: &'static str,
         lease_ttl: u32,
         tls: bool,
+    ) -> ClusterLab {
+        ClusterLab::with_agent_args(name, n, backend, lease_ttl, tls, Vec::new())
+    }
+
+    fn with_agent_args(
+        name: &str,
+        n: usize,
+        backend: &'static str,
+        lease_ttl: u32,
+        tls: bool,
+        agent_args: Vec<&'static str>,
     ) -> ClusterLab {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!(
@@ -98,6 +114,7 @@ impl ClusterLab {
             backend,
             lease_ttl,
             tls,
+            agent_args,
         };
         if tls {
             lab.make_certificates();
@@ -266,6 +283,7 @@ impl ClusterLab {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
         cmd.args(["agent", "--backend", self.backend, "--node-name", &h.name])
             .args(["--lease-ttl", &self.lease_ttl.to_string()])
+            .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log);
         self.env(&mut cmd, &h.dir);
@@ -464,6 +482,75 @@ fn full_mesh(backend: &'static str) {
             assert!(routes.contains(&format!("via {}", h.underlay)), "{routes}");
         }
     }
+}
+
+/// Traffic from another host goes from where it arrives (the underlay
+/// interface, or the VXLAN device) straight into the container it is for,
+/// never out of that container's host end; with `--fastpath false` it is
+/// routed through the bridge. Either way each router hop decrements the
+/// TTL once (a reply from another host's container arrives with 64 - 2).
+fn arrivals_skip_the_bridge(backend: &'static str) {
+    for fastpath in ["true", "false"] {
+        let name = format!("arrive-{backend}-{fastpath}");
+        let args = vec!["--fastpath", fastpath];
+        let lab = ClusterLab::with_agent_args(&name, 2, backend, 10, false, args);
+        let a0 = lab.container(0, "c0");
+        let a1 = lab.container(1, "c1");
+        let (ns0, ns1) = (lab.container_ns(0, "c0"), lab.container_ns(1, "c1"));
+        let v: Value = serde_json::from_str(&lab.rete_ok(1, &["inspect", "c1"])).unwrap();
+        let veth = v[0]["endpoints"][0]["host_ifname"].as_str().unwrap();
+
+        let before = tx_bytes(&lab.hosts[1].ns, veth);
+        assert_eq!(transfer(&ns0, &ns1, a1), BULK, "{backend} c0 -> c1");
+        let crossed = tx_bytes(&lab.hosts[1].ns, veth) - before;
+        if fastpath == "true" {
+            assert!(
+                crossed < (BULK / 10) as u64,
+                "{backend}: {crossed} of {BULK} bytes went out of c1's host end: not on the fast path"
+            );
+        } else {
+            assert!(
+                crossed >= BULK as u64,
+                "{backend}: only {crossed} bytes crossed the bridge"
+            );
+        }
+        assert_eq!(transfer(&ns1, &ns0, a0), BULK, "{backend} c1 -> c0");
+
+        let mut cmd = Command::new("busybox");
+        cmd.args(["ping", "-c", "1", "-W", "2", &a1.to_string()]);
+        enter_on_exec(&mut cmd, &ns0);
+        let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+        assert!(
+            out.contains("ttl=62"),
+            "{backend} fastpath={fastpath}: {out}"
+        );
+        // A host's own traffic on the same device is not the shortcut's.
+        let _srv = Server::tcp(
+            &lab.hosts[1].ns,
+            lab.hosts[1].underlay.parse().unwrap(),
+            8082,
+            "h2",
+            1,
+        );
+        let got = tcp_get(
+            &lab.hosts[0].ns,
+            lab.hosts[1].underlay.parse().unwrap(),
+            8082,
+        );
+        assert_eq!(got, Some(format!("h2 {}", lab.hosts[0].underlay)));
+    }
+}
+
+#[test]
+fn vxlan_arrivals_skip_the_bridge() {
+    require_cluster_lab!();
+    arrivals_skip_the_bridge("vxlan");
+}
+
+#[test]
+fn host_gw_arrivals_skip_the_bridge() {
+    require_cluster_lab!();
+    arrivals_skip_the_bridge("host-gw");
 }
 
 #[test]

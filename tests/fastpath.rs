@@ -7,56 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::time::Duration;
-
 use common::*;
-
-/// Bytes sent in one transfer.
-const BULK: usize = 4 << 20;
-
-/// Runs `f` on a thread inside the network namespace at `ns`.
-fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(ns).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Sends BULK bytes over TCP from the container at `from` to a listener in
-/// `to` on `addr`; returns how many arrived.
-fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
-    let listener = in_ns(to, move || {
-        TcpListener::bind(SocketAddr::new(addr, 7300)).unwrap()
-    });
-    listener.set_nonblocking(false).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut got = 0;
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        got
-    });
-    in_ns(from, move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::new(addr, 7300), Duration::from_secs(3))
-                .unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&vec![7u8; BULK]).unwrap();
-    });
-    receiver.join().unwrap()
-}
 
 /// Bytes the host end of `container`'s veth has sent toward it.
 fn toward(lab: &Lab, container: &str) -> u64 {
@@ -64,9 +15,7 @@ fn toward(lab: &Lab, container: &str) -> u64 {
         .as_str()
         .unwrap()
         .to_string();
-    let out = lab.sh_host(&format!("ip -s -j link show {veth}"));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["stats64"]["tx"]["bytes"].as_u64().unwrap()
+    tx_bytes(&lab.host, &veth)
 }
 
 #[test]

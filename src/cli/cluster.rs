@@ -61,6 +61,11 @@ pub struct AgentArgs {
     /// Seconds the host's record outlives a stopped agent
     #[arg(long, default_value_t = 10)]
     lease_ttl: i64,
+    /// Deliver traffic from other hosts straight into the containers it is
+    /// for (an eBPF program where it arrives); false routes it through the
+    /// bridge
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    fastpath: bool,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +121,7 @@ pub fn agent(engine: &mut Engine, a: AgentArgs) -> Result<i32> {
             node,
             underlay,
             lease_ttl: a.lease_ttl,
+            fastpath: a.fastpath,
         },
     )
     .map(|_| 0)

@@ -37,6 +37,10 @@ pub struct AgentOptions {
     pub underlay: Option<Ipv4Addr>,
     /// Seconds the host's record outlives its agent.
     pub lease_ttl: i64,
+    /// Deliver traffic from other hosts straight into local containers
+    /// (`crate::fastpath`'s routed program), and between local ones past
+    /// the bridge.
+    pub fastpath: bool,
 }
 
 /// How a session with etcd ended.
@@ -259,6 +263,11 @@ impl Agent<'_> {
             }],
             mtu,
             direct: vec![IpNet::V4(config.cidr)],
+            options: if self.opts.fastpath {
+                Default::default()
+            } else {
+                [("fastpath".to_string(), "false".to_string())].into()
+            },
             ..Default::default()
         })?;
         if !net.subnets.iter().any(|s| s.subnet == IpNet::V4(me.subnet)) {
@@ -269,7 +278,8 @@ impl Agent<'_> {
             )));
         }
         if self.datapath.is_none() {
-            self.datapath = Some(Datapath::new(me.clone())?);
+            let fastpath = net.fastpath().then_some(net.bridge.as_str());
+            self.datapath = Some(Datapath::new(me.clone(), fastpath)?);
         }
         Ok(())
     }

@@ -45,8 +45,12 @@ fn kernel(what: String) -> impl FnOnce(std::io::Error) -> Error {
 
 impl Datapath {
     /// Sets up this host's side: for vxlan, the device bound to the
-    /// underlay address, holding the subnet's first address.
-    pub fn new(me: NodeRecord) -> Result<Self> {
+    /// underlay address, holding the subnet's first address. With
+    /// `fastpath` (the cluster network's bridge), what arrives from other
+    /// hosts (on the underlay interface for host-gw, on the VXLAN device
+    /// for vxlan) goes straight to the container it is for; without, the
+    /// program a previous run put there is taken off.
+    pub fn new(me: NodeRecord, fastpath: Option<&str>) -> Result<Self> {
         let mut rtnl = Rtnl::open().map_err(kernel("open rtnetlink".into()))?;
         let vxlan = match me.backend {
             Backend::HostGw => {
@@ -56,6 +60,11 @@ impl Datapath {
             }
             Backend::Vxlan => Some(ensure_vxlan(&mut rtnl, &me)?),
         };
+        let arrival = match vxlan {
+            Some(dev) => dev,
+            None => link_holding(&mut rtnl, me.underlay)?.index,
+        };
+        route_arrivals(&mut rtnl, fastpath, arrival);
         Ok(Datapath {
             rtnl,
             backend: me.backend,
@@ -223,21 +232,47 @@ fn ensure_vxlan(rtnl: &mut Rtnl, me: &NodeRecord) -> Result<u32> {
     Ok(link.index)
 }
 
-/// The underlay's MTU less VXLAN's overhead: what the cluster network's
-/// containers may send without fragmenting.
-pub fn overlay_mtu(underlay: Ipv4Addr) -> Result<Option<u32>> {
-    let mut rtnl = Rtnl::open().map_err(kernel("open rtnetlink".into()))?;
+/// Puts the cluster network's routed program (`crate::fastpath`) on the
+/// device traffic from other hosts arrives on, or takes it off when
+/// `bridge` is None. Best effort, like the fast path between containers:
+/// where bpf(2) is refused, that traffic is routed through the bridge.
+fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32) {
+    let done = match bridge {
+        None => crate::fastpath::unroute(rtnl, arrival),
+        Some(name) => match rtnl.link(name) {
+            Ok(Some(bridge)) => crate::fastpath::route_into(rtnl, &bridge, arrival),
+            Ok(None) => Err(std::io::Error::from_raw_os_error(libc::ENODEV)),
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = done {
+        warn(&format!(
+            "traffic from other hosts takes the bridge: no fast path ({e})"
+        ));
+    }
+}
+
+/// The interface holding the underlay address.
+fn link_holding(rtnl: &mut Rtnl, underlay: Ipv4Addr) -> Result<crate::netlink::Link> {
     for link in rtnl.links().map_err(kernel("list links".into()))? {
         let addresses = rtnl
             .addresses(link.index)
             .map_err(kernel("list addresses".into()))?;
         if addresses.iter().any(|a| a.addr() == IpAddr::V4(underlay)) {
-            return Ok(link.mtu.map(|m| m.saturating_sub(VXLAN_OVERHEAD)));
+            return Ok(link);
         }
     }
     Err(Error::Invalid(format!(
         "no interface of this host holds the underlay address {underlay}; give --underlay with one of its addresses"
     )))
+}
+
+/// The underlay's MTU less VXLAN's overhead: what the cluster network's
+/// containers may send without fragmenting.
+pub fn overlay_mtu(underlay: Ipv4Addr) -> Result<Option<u32>> {
+    let mut rtnl = Rtnl::open().map_err(kernel("open rtnetlink".into()))?;
+    let link = link_holding(&mut rtnl, underlay)?;
+    Ok(link.mtu.map(|m| m.saturating_sub(VXLAN_OVERHEAD)))
 }
 
 /// Warnings go to stderr: the agent's log.

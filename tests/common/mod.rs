@@ -451,3 +451,42 @@ pub fn ping_once(ns: &Path, to: IpAddr) -> bool {
     enter_on_exec(&mut cmd, ns);
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
+
+/// Bytes sent in one [`transfer`].
+pub const BULK: usize = 4 << 20;
+
+/// Sends BULK bytes over TCP from the namespace `from` to a listener in
+/// `to` on `addr`; returns how many arrived (10 s without progress ends
+/// either side).
+pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
+    let listener = in_ns(to, || {
+        TcpListener::bind(SocketAddr::new(addr, 7300)).unwrap()
+    });
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    in_ns(from, || {
+        let to = SocketAddr::new(addr, 7300);
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&vec![7u8; BULK]).unwrap();
+    });
+    receiver.join().unwrap()
+}
+
+/// Bytes link `dev` of namespace `ns` has sent.
+pub fn tx_bytes(ns: &Path, dev: &str) -> u64 {
+    let out = sh_in(ns, &format!("ip -s -j link show {dev}"));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["stats64"]["tx"]["bytes"].as_u64().unwrap()
+}
