@@ -8,7 +8,15 @@
 //! for the gateway, the host or other networks, frames for any other MAC)
 //! goes on as before.
 //!
-//! A second program over the same map is the last hop of a router: at the
+//! The same program is the first hop of a router for the cluster network
+//! (`crate::cluster`): a packet a container sends to its gateway's MAC for
+//! an address in another host's container subnet (the network's second
+//! map, longest prefix → the device toward that host and the next hop on
+//! it) gets its TTL decremented and leaves through that device
+//! (`bpf_redirect_neigh`: the kernel's neighbour entry for the next hop
+//! gives the MACs), past the bridge, routing and the forward hooks.
+//!
+//! A second program over the first map is the last hop of a router: at the
 //! ingress of the device cluster traffic from other hosts arrives on (the
 //! underlay interface for host-gw, the VXLAN device for vxlan), a packet
 //! for the address of a local container gets its TTL decremented, the
@@ -25,6 +33,8 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::netlink::{Link, Rtnl};
@@ -33,18 +43,26 @@ use crate::netlink::{Link, Rtnl};
 const BPF_MAP_CREATE: i32 = 0;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
 const BPF_MAP_DELETE_ELEM: i32 = 3;
+const BPF_MAP_GET_NEXT_KEY: i32 = 4;
 const BPF_PROG_LOAD: i32 = 5;
 const BPF_PROG_GET_FD_BY_ID: i32 = 13;
 const BPF_MAP_GET_FD_BY_ID: i32 = 14;
 const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+/// Required of an LPM trie.
+const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 // Helpers the program calls.
 const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_REDIRECT_NEIGH: i32 = 152;
 const FUNC_REDIRECT_PEER: i32 = 155;
+
+/// AF_INET, as `struct bpf_redir_neigh` wants the next hop's family.
+const AF_INET: i32 = 2;
 
 /// TC_ACT_UNSPEC: let the rest of the ingress path (the bridge) have it.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -64,6 +82,12 @@ const ROUTED_PRIORITY: u16 = 0x7e7e;
 
 /// Size of a map value: the host end's ifindex, then the MAC.
 const VALUE_SIZE: usize = 12;
+
+/// The name of the map of other hosts' subnets.
+const ROUTES_NAME: &str = "rete_routes";
+
+/// Other hosts a cluster network's routes map can hold.
+const MAX_ROUTES: u32 = 4096;
 
 fn bpf(cmd: i32, attr: &mut [u8]) -> io::Result<i64> {
     // SAFETY: `attr` is a zero-padded `union bpf_attr` of `attr.len()`
@@ -107,30 +131,58 @@ pub struct Map(OwnedFd);
 
 impl Map {
     pub fn create() -> io::Result<Map> {
+        Self::create_as(
+            BPF_MAP_TYPE_HASH,
+            4,
+            VALUE_SIZE as u32,
+            MAX_ENTRIES,
+            0,
+            PROG_NAME,
+        )
+    }
+
+    fn create_as(
+        kind: u32,
+        key: u32,
+        value: u32,
+        entries: u32,
+        flags: u32,
+        name: &str,
+    ) -> io::Result<Map> {
         let mut attr = [0u8; 72];
-        put_u32(&mut attr, 0, BPF_MAP_TYPE_HASH);
-        put_u32(&mut attr, 4, 4);
-        put_u32(&mut attr, 8, VALUE_SIZE as u32);
-        put_u32(&mut attr, 12, MAX_ENTRIES);
-        put_name(&mut attr, 28, "rete_fastpath");
+        put_u32(&mut attr, 0, kind);
+        put_u32(&mut attr, 4, key);
+        put_u32(&mut attr, 8, value);
+        put_u32(&mut attr, 12, entries);
+        put_u32(&mut attr, 16, flags);
+        put_name(&mut attr, 28, name);
         bpf(BPF_MAP_CREATE, &mut attr).map(|r| Map(fd_of(r)))
     }
 
-    /// The map a loaded program uses, by the program's id.
-    pub fn of_program(prog: &Program) -> io::Result<Map> {
-        let map_id = prog.info()?.1;
-        let mut attr = [0u8; 16];
-        put_u32(&mut attr, 0, map_id);
-        bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map(|r| Map(fd_of(r)))
+    /// The map named `name` a loaded program uses, if it uses one.
+    fn of_program(prog: &Program, name: &str) -> io::Result<Option<Map>> {
+        for id in prog.info()?.1 {
+            let mut attr = [0u8; 16];
+            put_u32(&mut attr, 0, id);
+            let map = Map(fd_of(bpf(BPF_MAP_GET_FD_BY_ID, &mut attr)?));
+            if map.name()? == name {
+                return Ok(Some(map));
+            }
+        }
+        Ok(None)
     }
 
-    /// Frames for `ip` go to the peer of host end `ifindex`, when they are
-    /// addressed to `mac`.
-    pub fn insert(&self, ip: Ipv4Addr, ifindex: u32, mac: [u8; 6]) -> io::Result<()> {
-        let key = ip.octets();
-        let mut value = [0u8; VALUE_SIZE];
-        value[..4].copy_from_slice(&ifindex.to_ne_bytes());
-        value[4..10].copy_from_slice(&mac);
+    fn name(&self) -> io::Result<String> {
+        let mut info = [0u8; 88];
+        let mut attr = [0u8; 16];
+        put_u32(&mut attr, 0, self.0.as_raw_fd() as u32);
+        put_u32(&mut attr, 4, info.len() as u32);
+        put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        Ok(c_name(&info[24..40]))
+    }
+
+    fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
         let mut attr = [0u8; 32];
         put_u32(&mut attr, 0, self.0.as_raw_fd() as u32);
         put_u64(&mut attr, 8, key.as_ptr() as u64);
@@ -138,9 +190,8 @@ impl Map {
         bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
     }
 
-    /// Forgets `ip`; one that is not there is not an error.
-    pub fn remove(&self, ip: Ipv4Addr) -> io::Result<()> {
-        let key = ip.octets();
+    /// Deletes `key`; one that is not there is not an error.
+    fn delete(&self, key: &[u8]) -> io::Result<()> {
         let mut attr = [0u8; 32];
         put_u32(&mut attr, 0, self.0.as_raw_fd() as u32);
         put_u64(&mut attr, 8, key.as_ptr() as u64);
@@ -149,15 +200,100 @@ impl Map {
             other => other.map(drop),
         }
     }
+
+    /// Every key, `size` bytes each.
+    fn keys(&self, size: usize) -> io::Result<Vec<Vec<u8>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut next = vec![0u8; size];
+            let mut attr = [0u8; 32];
+            put_u32(&mut attr, 0, self.0.as_raw_fd() as u32);
+            // No key (0) asks for the first.
+            if let Some(k) = keys.last() {
+                put_u64(&mut attr, 8, k.as_ptr() as u64);
+            }
+            put_u64(&mut attr, 16, next.as_mut_ptr() as u64);
+            match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+                Err(e) => return Err(e),
+                Ok(_) => keys.push(next),
+            }
+            if keys.len() > MAX_ROUTES as usize + MAX_ENTRIES as usize {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Frames for `ip` go to the peer of host end `ifindex`, when they are
+    /// addressed to `mac`.
+    pub fn insert(&self, ip: Ipv4Addr, ifindex: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut value = [0u8; VALUE_SIZE];
+        value[..4].copy_from_slice(&ifindex.to_ne_bytes());
+        value[4..10].copy_from_slice(&mac);
+        self.update(&ip.octets(), &value)
+    }
+
+    /// Forgets `ip`; one that is not there is not an error.
+    pub fn remove(&self, ip: Ipv4Addr) -> io::Result<()> {
+        self.delete(&ip.octets())
+    }
+}
+
+/// A cluster network's map of other hosts' container subnets: longest
+/// prefix → the device toward that host and the next hop on it.
+pub struct Routes(Map);
+
+impl Routes {
+    fn create() -> io::Result<Routes> {
+        Map::create_as(
+            BPF_MAP_TYPE_LPM_TRIE,
+            8,
+            8,
+            MAX_ROUTES,
+            BPF_F_NO_PREALLOC,
+            ROUTES_NAME,
+        )
+        .map(Routes)
+    }
+
+    fn key(subnet: Ipv4Net) -> [u8; 8] {
+        let mut key = [0u8; 8];
+        key[..4].copy_from_slice(&u32::from(subnet.prefix_len()).to_ne_bytes());
+        key[4..].copy_from_slice(&subnet.network().octets());
+        key
+    }
+
+    /// Packets for `subnet` leave through `device` toward `next_hop`.
+    pub fn insert(&self, subnet: Ipv4Net, device: u32, next_hop: Ipv4Addr) -> io::Result<()> {
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&device.to_ne_bytes());
+        value[4..].copy_from_slice(&next_hop.octets());
+        self.0.update(&Self::key(subnet), &value)
+    }
+
+    /// Forgets `subnet`; one that is not there is not an error.
+    pub fn remove(&self, subnet: Ipv4Net) -> io::Result<()> {
+        self.0.delete(&Self::key(subnet))
+    }
+
+    /// Forgets every subnet.
+    pub fn clear(&self) -> io::Result<()> {
+        for k in self.0.keys(8)? {
+            self.0.delete(&k)?;
+        }
+        Ok(())
+    }
 }
 
 /// The loaded program of one network.
 pub struct Program(OwnedFd);
 
 impl Program {
-    /// Loads the program over `map`.
-    pub fn load(map: &Map) -> io::Result<Program> {
-        Self::load_insns(&program(map.0.as_raw_fd()), PROG_NAME)
+    /// Loads the program over `map` and `routes`, for a bridge whose MAC
+    /// is `gateway`.
+    fn load(map: &Map, routes: &Routes, gateway: [u8; 6]) -> io::Result<Program> {
+        let insns = program(map.0.as_raw_fd(), routes.0 .0.as_raw_fd(), gateway);
+        Self::load_insns(&insns, PROG_NAME)
     }
 
     /// Loads the routed program over `map`, giving delivered frames
@@ -196,21 +332,28 @@ impl Program {
         self.0.as_raw_fd()
     }
 
-    /// Its name and the id of its (one) map.
-    fn info(&self) -> io::Result<(String, u32)> {
+    /// Its name and the ids of its maps (up to 4).
+    fn info(&self) -> io::Result<(String, Vec<u32>)> {
         let mut info = [0u8; 96];
-        let mut map_id: u32 = 0;
-        put_u32(&mut info, 52, 1); // nr_map_ids
-        put_u64(&mut info, 56, &mut map_id as *mut u32 as u64);
+        let mut map_ids = [0u32; 4];
+        put_u32(&mut info, 52, map_ids.len() as u32); // nr_map_ids
+        put_u64(&mut info, 56, map_ids.as_mut_ptr() as u64);
         let mut attr = [0u8; 16];
         put_u32(&mut attr, 0, self.0.as_raw_fd() as u32);
         put_u32(&mut attr, 4, info.len() as u32);
         put_u64(&mut attr, 8, info.as_mut_ptr() as u64);
         bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-        let name = &info[64..80];
-        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        Ok((String::from_utf8_lossy(&name[..end]).into_owned(), map_id))
+        // The kernel writes the number of maps the program has.
+        let n = u32::from_ne_bytes(info[52..56].try_into().expect("4 bytes")) as usize;
+        let ids = map_ids[..n.min(map_ids.len())].to_vec();
+        Ok((c_name(&info[64..80]), ids))
     }
+}
+
+/// A NUL-padded name of the kernel's.
+fn c_name(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 /// One eBPF instruction.
@@ -270,6 +413,18 @@ const SKB_PKT_TYPE: i16 = 4;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
+/// Jump offsets that [`finish`] replaces: to the pass exit, and to the
+/// start of the program's route lookup.
+const PASS: i16 = i16::MIN;
+const ROUTE: i16 = i16::MIN + 1;
+
+fn is_jump(code: u8) -> bool {
+    matches!(
+        code,
+        JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM | JLT_IMM
+    )
+}
+
 /// Instructions both programs start with: r6 the context, r7 the frame's
 /// start; passes unless the frame holds an Ethernet and an IPv4 header up
 /// to the destination address (the first 34 bytes) and, when `routed`, is
@@ -292,24 +447,27 @@ fn head(routed: bool) -> Vec<Insn> {
             // PACKET_HOST: addressed to this device.
             insn(LDX_W, 4, 6, SKB_PKT_TYPE, 0),
             insn(JNE_IMM, 4, 0, PASS, 0),
-            // The stack answers a TTL that runs out (ICMP time exceeded).
-            insn(LDX_B, 4, 7, 22, 0),
-            insn(JLE_IMM, 4, 0, PASS, 1),
         ]);
+        p.extend(TTL_LEFT);
     }
     p.extend([insn(LDX_W, 4, 7, 30, 0), insn(STX_W, 10, 4, -4, 0)]);
     p
 }
 
-/// The map lookup of the key on the stack: r0 the value, or pass.
-fn lookup(map_fd: RawFd) -> [Insn; 6] {
+/// Passes a packet whose TTL would run out here: the stack answers it
+/// (ICMP time exceeded).
+const TTL_LEFT: [Insn; 2] = [insn(LDX_B, 4, 7, 22, 0), insn(JLE_IMM, 4, 0, PASS, 1)];
+
+/// The lookup in map `map_fd` of the key at r10 + `key`: r0 the value, or
+/// a jump to `missed`.
+fn lookup(map_fd: RawFd, key: i32, missed: i16) -> [Insn; 6] {
     [
         insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
         insn(0, 0, 0, 0, 0),
         insn(MOV64_REG, 2, 10, 0, 0),
-        insn(ADD64_IMM, 2, 0, 0, -4),
+        insn(ADD64_IMM, 2, 0, 0, key),
         insn(CALL, 0, 0, 0, FUNC_MAP_LOOKUP_ELEM),
-        insn(JEQ_IMM, 0, 0, PASS, 0),
+        insn(JEQ_IMM, 0, 0, missed, 0),
     ]
 }
 
@@ -321,31 +479,60 @@ const DELIVER: [Insn; 4] = [
     insn(EXIT, 0, 0, 0, 0),
 ];
 
-/// Placeholder offset of the jumps to the pass exit, which [`finish`]
-/// patches.
-const PASS: i16 = 0;
+/// TTL − 1, with the header checksum + htons(0x0100) and the end-around
+/// carry, as the kernel's ip_decrease_ttl (the halfword is read
+/// little-endian). Uses r1 only.
+const DECREMENT_TTL: [Insn; 8] = [
+    insn(LDX_B, 1, 7, 22, 0),
+    insn(ADD64_IMM, 1, 0, 0, -1),
+    insn(STX_B, 7, 1, 22, 0),
+    insn(LDX_H, 1, 7, 24, 0),
+    insn(ADD64_IMM, 1, 0, 0, 1),
+    insn(JLT_IMM, 1, 0, 1, 0xffff),
+    insn(ADD64_IMM, 1, 0, 0, 1),
+    insn(STX_H, 7, 1, 24, 0),
+];
 
-/// Appends the pass exit (TC_ACT_UNSPEC) and points every conditional jump
-/// at it: each program's jumps all mean "not for the shortcut".
-fn finish(mut p: Vec<Insn>) -> Vec<Insn> {
+/// A MAC as the word and the halfword a little-endian load of it reads.
+fn mac_words(mac: [u8; 6]) -> (i32, i32) {
+    (
+        i32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+        i32::from(u16::from_le_bytes([mac[4], mac[5]])),
+    )
+}
+
+/// Appends the pass exit (TC_ACT_UNSPEC) and points the jumps marked
+/// [`PASS`] at it and those marked [`ROUTE`] at instruction `route`.
+fn finish(mut p: Vec<Insn>, route: Option<usize>) -> Vec<Insn> {
     let pass = p.len();
     p.push(insn(MOV64_IMM, 0, 0, 0, TC_ACT_UNSPEC));
     p.push(insn(EXIT, 0, 0, 0, 0));
     for (i, ins) in p.iter_mut().enumerate().take(pass) {
-        let jump = matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM);
-        if jump {
-            // Counted from the next instruction.
-            ins.off = (pass - i - 1) as i16;
+        if !is_jump(ins.code) {
+            continue;
         }
+        let target = match ins.off {
+            PASS => pass,
+            ROUTE => route.expect("a program that jumps to its route lookup has one"),
+            _ => continue,
+        };
+        // Counted from the next instruction.
+        ins.off = (target - i - 1) as i16;
     }
     p
 }
 
-/// The program at the host ends, with `map_fd` in its map load: a frame
-/// for a container's address and MAC goes to that container.
-fn program(map_fd: RawFd) -> Vec<Insn> {
+/// The program at the host ends and the bridge, over the network's map
+/// (`map_fd`) and routes (`routes_fd`), for a bridge whose MAC is
+/// `gateway`:
+/// - a frame for a container's address and MAC goes to that container;
+/// - else a frame to the gateway's MAC for an address in the routes leaves
+///   through the route's device toward its next hop, TTL decremented;
+/// - else it passes.
+fn program(map_fd: RawFd, routes_fd: RawFd, gateway: [u8; 6]) -> Vec<Insn> {
+    let (gw_word, gw_half) = mac_words(gateway);
     let mut p = head(false);
-    p.extend(lookup(map_fd));
+    p.extend(lookup(map_fd, -4, ROUTE));
     p.extend([
         // Only a frame addressed to that container's MAC.
         insn(LDX_W, 1, 7, 0, 0),
@@ -356,18 +543,51 @@ fn program(map_fd: RawFd) -> Vec<Insn> {
         insn(JNE_REG, 1, 2, PASS, 0),
     ]);
     p.extend(DELIVER);
-    finish(p)
+    let route = p.len();
+    p.extend([
+        // Routed by this host: sent to the gateway's MAC.
+        insn(LDX_W, 1, 7, 0, 0),
+        insn(MOV32_IMM, 2, 0, 0, gw_word),
+        insn(JNE_REG, 1, 2, PASS, 0),
+        insn(LDX_H, 1, 7, 4, 0),
+        insn(MOV32_IMM, 2, 0, 0, gw_half),
+        insn(JNE_REG, 1, 2, PASS, 0),
+    ]);
+    p.extend(TTL_LEFT);
+    // The LPM key: prefix length 32, then the address already at r10 - 4.
+    p.extend([insn(MOV64_IMM, 1, 0, 0, 32), insn(STX_W, 10, 1, -8, 0)]);
+    p.extend(lookup(routes_fd, -8, PASS));
+    p.extend([
+        // struct bpf_redir_neigh at r10 - 28: family, next hop, zeros.
+        insn(MOV64_IMM, 1, 0, 0, AF_INET),
+        insn(STX_W, 10, 1, -28, 0),
+        insn(LDX_W, 1, 0, 4, 0),
+        insn(STX_W, 10, 1, -24, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, -20, 0),
+        insn(STX_W, 10, 1, -16, 0),
+        insn(STX_W, 10, 1, -12, 0),
+    ]);
+    p.extend(DECREMENT_TTL);
+    p.extend([
+        insn(LDX_W, 1, 0, 0, 0),
+        insn(MOV64_REG, 2, 10, 0, 0),
+        insn(ADD64_IMM, 2, 0, 0, -28),
+        insn(MOV64_IMM, 3, 0, 0, 20),
+        insn(MOV64_IMM, 4, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_REDIRECT_NEIGH),
+        insn(EXIT, 0, 0, 0, 0),
+    ]);
+    finish(p, Some(route))
 }
 
 /// The routed program: a packet for a container's address is forwarded to
-/// it as the host would, with its TTL decremented (and the header checksum
-/// updated incrementally, RFC 1624), the container's MAC as destination
-/// and `gateway` (the bridge's) as source.
+/// it as the host would, with its TTL decremented, the container's MAC as
+/// destination and `gateway` (the bridge's) as source.
 fn routed_program(map_fd: RawFd, gateway: [u8; 6]) -> Vec<Insn> {
-    let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let half = |b: &[u8]| i32::from(u16::from_le_bytes([b[0], b[1]]));
+    let (gw_word, gw_half) = mac_words(gateway);
     let mut p = head(true);
-    p.extend(lookup(map_fd));
+    p.extend(lookup(map_fd, -4, PASS));
     p.extend([
         // Destination MAC: the container's.
         insn(LDX_W, 1, 0, 4, 0),
@@ -375,40 +595,60 @@ fn routed_program(map_fd: RawFd, gateway: [u8; 6]) -> Vec<Insn> {
         insn(LDX_H, 1, 0, 8, 0),
         insn(STX_H, 7, 1, 4, 0),
         // Source MAC: the gateway's.
-        insn(MOV32_IMM, 1, 0, 0, word(&gateway[..4])),
+        insn(MOV32_IMM, 1, 0, 0, gw_word),
         insn(STX_W, 7, 1, 6, 0),
-        insn(MOV32_IMM, 1, 0, 0, half(&gateway[4..])),
+        insn(MOV32_IMM, 1, 0, 0, gw_half),
         insn(STX_H, 7, 1, 10, 0),
-        // TTL - 1.
-        insn(LDX_B, 1, 7, 22, 0),
-        insn(ADD64_IMM, 1, 0, 0, -1),
-        insn(STX_B, 7, 1, 22, 0),
-        // Checksum + htons(0x0100) with the end-around carry, as the
-        // kernel's ip_decrease_ttl (the halfword is read little-endian).
-        insn(LDX_H, 1, 7, 24, 0),
-        insn(ADD64_IMM, 1, 0, 0, 1),
-        insn(JLT_IMM, 1, 0, 1, 0xffff),
-        insn(ADD64_IMM, 1, 0, 0, 1),
-        insn(STX_H, 7, 1, 24, 0),
     ]);
+    p.extend(DECREMENT_TTL);
     p.extend(DELIVER);
-    finish(p)
+    finish(p, None)
 }
 
-/// The network's program and map, found through the filter on its bridge
-/// (which also keeps them alive while the network has no container), or
-/// made and put there.
+/// The network's program and its map of containers, found through the
+/// filter on its bridge (which also keeps them alive while the network has
+/// no container), or made and put there.
 fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<(Program, Map)> {
     if let Some(id) = host.ingress_program(bridge, PROG_NAME)? {
         if let Ok(prog) = Program::by_id(id) {
-            let map = Map::of_program(&prog)?;
+            let map = Map::of_program(&prog, PROG_NAME)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "fast path program without its map",
+                )
+            })?;
             return Ok((prog, map));
         }
     }
+    let gateway = host
+        .link_by_index(bridge)?
+        .and_then(|l| mac_of(&l))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
     let map = Map::create()?;
-    let prog = Program::load(&map)?;
+    let routes = Routes::create()?;
+    let prog = Program::load(&map, &routes, gateway)?;
     host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
     Ok((prog, map))
+}
+
+fn mac_of(link: &Link) -> Option<[u8; 6]> {
+    link.mac
+        .as_deref()
+        .and_then(|m| <[u8; 6]>::try_from(m).ok())
+}
+
+/// The routes of the network on `bridge` (made with its program if it has
+/// none yet).
+pub fn routes(host: &mut Rtnl, bridge: &Link) -> io::Result<Routes> {
+    let (prog, _) = of_bridge(host, bridge.index)?;
+    Map::of_program(&prog, ROUTES_NAME)?
+        .map(Routes)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the network's fast path program predates routes to other hosts",
+            )
+        })
 }
 
 /// Puts a container's host end `host_end` (on bridge `bridge`) on the
@@ -430,11 +670,7 @@ pub fn join(
 /// ingress of `device` (replacing one a previous run left), so that packets
 /// arriving there for the network's containers go straight to them.
 pub fn route_into(host: &mut Rtnl, bridge: &Link, device: u32) -> io::Result<()> {
-    let gateway = bridge
-        .mac
-        .as_deref()
-        .and_then(|m| <[u8; 6]>::try_from(m).ok())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
+    let gateway = mac_of(bridge).ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
     let (_, map) = of_bridge(host, bridge.index)?;
     let prog = Program::load_routed(&map, gateway)?;
     host.detach_ingress_program(device, ROUTED_NAME)?;
@@ -459,29 +695,60 @@ pub fn leave(host: &mut Rtnl, host_end: &str, ip: Ipv4Addr) -> io::Result<()> {
     let Ok(prog) = Program::by_id(id) else {
         return Ok(());
     };
-    Map::of_program(&prog)?.remove(ip)
+    match Map::of_program(&prog, PROG_NAME)? {
+        Some(map) => map.remove(ip),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const GW: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
     #[test]
-    fn jumps_land_on_the_pass_exit() {
-        for p in [program(3), routed_program(3, [2, 0, 0, 0, 0, 1])] {
+    fn jumps_land_inside_the_program_and_misses_pass() {
+        for p in [program(3, 4, GW), routed_program(3, GW)] {
             let pass = p.len() - 2;
-            for (i, ins) in p.iter().enumerate() {
-                if matches!(ins.code, JGT_REG | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM) {
-                    assert_eq!(i + 1 + ins.off as usize, pass, "jump at {i}");
-                }
-            }
             assert_eq!(p[pass].imm, TC_ACT_UNSPEC);
+            for (i, ins) in p.iter().enumerate().filter(|(_, x)| is_jump(x.code)) {
+                let to = i + 1 + ins.off as usize;
+                assert!(ins.off >= 0 && to <= pass, "jump at {i} to {to}");
+            }
         }
+    }
+
+    #[test]
+    fn a_container_miss_goes_on_to_the_route_lookup() {
+        let p = program(3, 4, GW);
+        let maps: Vec<usize> = (0..p.len()).filter(|&i| p[i].code == LD_IMM64).collect();
+        assert_eq!(maps.len(), 2);
+        assert_eq!((p[maps[0]].imm, p[maps[1]].imm), (3, 4));
+        // The null check after the first lookup jumps past the delivery,
+        // to the gateway MAC check; the one after the second passes.
+        let miss = maps[0] + 5;
+        assert_eq!(p[miss].code, JEQ_IMM);
+        let to = miss + 1 + p[miss].off as usize;
+        assert_eq!((p[to].code, p[to + 1].code), (LDX_W, MOV32_IMM));
+        assert!(to < maps[1]);
+        let miss = maps[1] + 5;
+        assert_eq!(miss + 1 + p[miss].off as usize, p.len() - 2);
+        assert!(p
+            .iter()
+            .any(|x| x.code == CALL && x.imm == FUNC_REDIRECT_NEIGH));
+    }
+
+    #[test]
+    fn lpm_keys_hold_the_prefix_length_then_the_network() {
+        let k = Routes::key("10.244.7.0/24".parse().unwrap());
+        assert_eq!(k, [24, 0, 0, 0, 10, 244, 7, 0]);
     }
 
     #[test]
     fn the_checksum_carry_skips_one_instruction() {
         let p = routed_program(3, [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        assert_eq!(p.iter().filter(|x| x.code == JLT_IMM).count(), 1);
         let i = p.iter().position(|x| x.code == JLT_IMM).unwrap();
         assert_eq!((p[i].off, p[i].imm), (1, 0xffff));
         assert_eq!(p[i + 1].code, ADD64_IMM);

@@ -152,6 +152,11 @@ impl Rtnl {
         self.get_link(LinkUnspec::new_with_name(name).build())
     }
 
+    /// The link with index `index`, if it exists.
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        self.get_link(LinkUnspec::new_with_index(index).build())
+    }
+
     /// One link, by the name or index `query` carries.
     fn get_link(&mut self, query: LinkMessage) -> io::Result<Option<Link>> {
         match self.request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK) {

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    enter_on_exec, ping, ping_once, sh_in, sh_in_allow_fail, tcp_get, transfer, tx_bytes, Server,
-    BULK,
+    enter_on_exec, ping, ping_once, rx_bytes, sh_in, sh_in_allow_fail, tcp_get, transfer, tx_bytes,
+    Server, BULK,
 };
 use serde_json::Value;
 
@@ -484,12 +484,14 @@ fn full_mesh(backend: &'static str) {
     }
 }
 
-/// Traffic from another host goes from where it arrives (the underlay
-/// interface, or the VXLAN device) straight into the container it is for,
-/// never out of that container's host end; with `--fastpath false` it is
-/// routed through the bridge. Either way each router hop decrements the
-/// TTL once (a reply from another host's container arrives with 64 - 2).
-fn arrivals_skip_the_bridge(backend: &'static str) {
+/// Traffic between containers on two hosts skips both bridges: the
+/// sender's host end hands it to the device toward the other host (the
+/// underlay interface, or the VXLAN device), never up through its bridge;
+/// where it arrives it goes straight into the container it is for, never
+/// out of that container's host end. With `--fastpath false` it is routed
+/// through the bridges. Either way each router hop decrements the TTL once
+/// (a reply from another host's container arrives with 64 - 2).
+fn cross_host_traffic_skips_the_bridges(backend: &'static str) {
     for fastpath in ["true", "false"] {
         let name = format!("arrive-{backend}-{fastpath}");
         let args = vec!["--fastpath", fastpath];
@@ -500,18 +502,34 @@ fn arrivals_skip_the_bridge(backend: &'static str) {
         let v: Value = serde_json::from_str(&lab.rete_ok(1, &["inspect", "c1"])).unwrap();
         let veth = v[0]["endpoints"][0]["host_ifname"].as_str().unwrap();
 
-        let before = tx_bytes(&lab.hosts[1].ns, veth);
+        let v: Value =
+            serde_json::from_str(&lab.rete_ok(0, &["network", "inspect", "cluster"])).unwrap();
+        let bridge = v[0]["bridge"].as_str().unwrap().to_string();
+
+        let h0 = &lab.hosts[0].ns;
+        let h1 = &lab.hosts[1].ns;
+        let (up_before, out_before) = (rx_bytes(h0, &bridge), tx_bytes(h1, veth));
         assert_eq!(transfer(&ns0, &ns1, a1), BULK, "{backend} c0 -> c1");
-        let crossed = tx_bytes(&lab.hosts[1].ns, veth) - before;
+        let up = rx_bytes(h0, &bridge) - up_before;
+        let out = tx_bytes(h1, veth) - out_before;
         if fastpath == "true" {
+            let tenth = (BULK / 10) as u64;
             assert!(
-                crossed < (BULK / 10) as u64,
-                "{backend}: {crossed} of {BULK} bytes went out of c1's host end: not on the fast path"
+                up < tenth,
+                "{backend}: {up} of {BULK} bytes went up through h1's bridge: not on the fast path"
+            );
+            assert!(
+                out < tenth,
+                "{backend}: {out} of {BULK} bytes went out of c1's host end: not on the fast path"
             );
         } else {
             assert!(
-                crossed >= BULK as u64,
-                "{backend}: only {crossed} bytes crossed the bridge"
+                up >= BULK as u64,
+                "{backend}: only {up} bytes crossed h1's bridge"
+            );
+            assert!(
+                out >= BULK as u64,
+                "{backend}: only {out} bytes crossed h2's bridge"
             );
         }
         assert_eq!(transfer(&ns1, &ns0, a0), BULK, "{backend} c1 -> c0");
@@ -542,15 +560,15 @@ fn arrivals_skip_the_bridge(backend: &'static str) {
 }
 
 #[test]
-fn vxlan_arrivals_skip_the_bridge() {
+fn vxlan_cross_host_traffic_skips_the_bridges() {
     require_cluster_lab!();
-    arrivals_skip_the_bridge("vxlan");
+    cross_host_traffic_skips_the_bridges("vxlan");
 }
 
 #[test]
-fn host_gw_arrivals_skip_the_bridge() {
+fn host_gw_cross_host_traffic_skips_the_bridges() {
     require_cluster_lab!();
-    arrivals_skip_the_bridge("host-gw");
+    cross_host_traffic_skips_the_bridges("host-gw");
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct Datapath {
     vxlan: Option<u32>,
     /// Peers programmed, by subnet.
     peers: BTreeMap<Ipv4Net, NodeRecord>,
+    /// The cluster network's fast path routes to the peers, and the device
+    /// they leave through (the VXLAN device, or the underlay interface).
+    routes: Option<(crate::fastpath::Routes, u32)>,
 }
 
 fn kernel(what: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -65,12 +68,22 @@ impl Datapath {
             None => link_holding(&mut rtnl, me.underlay)?.index,
         };
         route_arrivals(&mut rtnl, fastpath, arrival);
+        let routes = fastpath.and_then(|bridge| match fastpath_routes(&mut rtnl, bridge) {
+            Ok(r) => Some((r, arrival)),
+            Err(e) => {
+                warn(&format!(
+                    "traffic to other hosts takes the bridge: no fast path ({e})"
+                ));
+                None
+            }
+        });
         Ok(Datapath {
             rtnl,
             backend: me.backend,
             me,
             vxlan,
             peers: BTreeMap::new(),
+            routes,
         })
     }
 
@@ -157,6 +170,20 @@ impl Datapath {
                     )))?;
             }
         }
+        // The shortcut only once the kernel's route is there to fall back
+        // on.
+        if let Some((routes, dev)) = &self.routes {
+            let next_hop = match self.vxlan {
+                Some(_) => peer.subnet.network(),
+                None => peer.underlay,
+            };
+            if let Err(e) = routes.insert(peer.subnet, *dev, next_hop) {
+                warn(&format!(
+                    "traffic to host {} takes the bridge: no fast path ({e})",
+                    peer.node
+                ));
+            }
+        }
         self.peers.insert(peer.subnet, peer.clone());
         Ok(())
     }
@@ -165,6 +192,11 @@ impl Datapath {
     pub fn remove(&mut self, peer: &NodeRecord) -> Result<()> {
         if peer.node == self.me.node && peer.subnet == self.me.subnet {
             return Ok(());
+        }
+        if let Some((routes, _)) = &self.routes {
+            routes
+                .remove(peer.subnet)
+                .map_err(kernel(format!("forget the fast path to {}", peer.subnet)))?;
         }
         self.rtnl
             .delete_route(peer.subnet)
@@ -250,6 +282,18 @@ fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32) {
             "traffic from other hosts takes the bridge: no fast path ({e})"
         ));
     }
+}
+
+/// The cluster network's fast path routes, emptied: the peers are put
+/// back as they are programmed (until then, their traffic takes the
+/// bridge and the kernel's routes).
+fn fastpath_routes(rtnl: &mut Rtnl, bridge: &str) -> std::io::Result<crate::fastpath::Routes> {
+    let bridge = rtnl
+        .link(bridge)?
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+    let routes = crate::fastpath::routes(rtnl, &bridge)?;
+    routes.clear()?;
+    Ok(routes)
 }
 
 /// The interface holding the underlay address.

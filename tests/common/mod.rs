@@ -486,7 +486,16 @@ pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
 
 /// Bytes link `dev` of namespace `ns` has sent.
 pub fn tx_bytes(ns: &Path, dev: &str) -> u64 {
+    link_bytes(ns, dev, "tx")
+}
+
+/// Bytes link `dev` of namespace `ns` has received.
+pub fn rx_bytes(ns: &Path, dev: &str) -> u64 {
+    link_bytes(ns, dev, "rx")
+}
+
+fn link_bytes(ns: &Path, dev: &str, direction: &str) -> u64 {
     let out = sh_in(ns, &format!("ip -s -j link show {dev}"));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["stats64"]["tx"]["bytes"].as_u64().unwrap()
+    v[0]["stats64"][direction]["bytes"].as_u64().unwrap()
 }
