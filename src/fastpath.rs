@@ -689,16 +689,53 @@ pub fn leave(host: &mut Rtnl, host_end: &str, ip: Ipv4Addr) -> io::Result<()> {
     let Some(bridge) = host.link(host_end)?.and_then(|l| l.controller) else {
         return Ok(());
     };
-    let Some(id) = host.ingress_program(bridge, PROG_NAME)? else {
-        return Ok(());
-    };
-    let Ok(prog) = Program::by_id(id) else {
-        return Ok(());
-    };
-    match Map::of_program(&prog, PROG_NAME)? {
+    match map_of_bridge(host, bridge)? {
         Some(map) => map.remove(ip),
         None => Ok(()),
     }
+}
+
+/// The map of the network on bridge `bridge`, if it has a program (none is
+/// made).
+fn map_of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<Option<Map>> {
+    let Some(id) = host.ingress_program(bridge, PROG_NAME)? else {
+        return Ok(None);
+    };
+    let Ok(prog) = Program::by_id(id) else {
+        return Ok(None);
+    };
+    Map::of_program(&prog, PROG_NAME)
+}
+
+/// The addresses on the shortcut of the network on bridge `bridge`.
+pub fn entries(host: &mut Rtnl, bridge: u32) -> io::Result<Vec<Ipv4Addr>> {
+    Ok(match map_of_bridge(host, bridge)? {
+        Some(map) => map
+            .keys(4)?
+            .into_iter()
+            .map(|k| Ipv4Addr::new(k[0], k[1], k[2], k[3]))
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// Takes every address but those in `keep` off the shortcut of the
+/// network on bridge `bridge` (entries a killed process left: they would
+/// send a later container's traffic to a device that is gone); returns
+/// those it took off.
+pub fn prune(host: &mut Rtnl, bridge: u32, keep: &[Ipv4Addr]) -> io::Result<Vec<Ipv4Addr>> {
+    let Some(map) = map_of_bridge(host, bridge)? else {
+        return Ok(Vec::new());
+    };
+    let mut gone = Vec::new();
+    for k in map.keys(4)? {
+        let ip = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
+        if !keep.contains(&ip) {
+            map.remove(ip)?;
+            gone.push(ip);
+        }
+    }
+    Ok(gone)
 }
 
 #[cfg(test)]

@@ -484,6 +484,40 @@ fn ipam_routes_are_installed_and_listed() {
     ok(runner.del(&list, &rt));
     assert_eq!(containers(&lab), Vec::<String>::new());
 
+    // The configuration changed its routes: the next ADD gets the new ones
+    // (as the reference IPAM reads them on every ADD), and so does the
+    // network rete keeps for it.
+    let changed = NetList::from_value(json!({
+        "cniVersion": "1.0.0",
+        "name": "cniroutes",
+        "plugins": [{
+            "type": "rete",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": "10.107.0.0/24" }]],
+                "routes": [{ "dst": "10.203.0.0/16", "gw": "10.107.0.8" }]
+            }
+        }]
+    }));
+    let ns = container_ns(&lab, "c");
+    let rt = RuntimeConf::new("c", &ns);
+    let r = ok(runner.add(&changed, &rt));
+    let routes = r["routes"].as_array().unwrap();
+    assert!(
+        routes.contains(&json!({ "dst": "10.203.0.0/16", "gw": "10.107.0.8" })),
+        "{r}"
+    );
+    assert!(!r.to_string().contains("10.200.0.0/16"), "{r}");
+    let inside = sh_in(&ns, "ip -4 route");
+    assert!(
+        inside.contains("10.203.0.0/16 via 10.107.0.8 dev eth0"),
+        "{inside}"
+    );
+    assert!(!inside.contains("10.200.0.0/16"), "{inside}");
+    let net = json_of(&lab, &["network", "inspect", "cniroutes"]);
+    assert!(net.to_string().contains("10.203.0.0/16"), "{net}");
+    ok(runner.del(&changed, &rt));
+
     let bad = NetList::from_value(json!({
         "cniVersion": "1.0.0",
         "name": "cnibadroute",

@@ -489,3 +489,41 @@ fn rete_ipam_every_operation() {
         ok(runner.status(&list));
     }
 }
+
+/// rete-ipam never hands out the gateway a configured route points at (a
+/// router, as rete's own networks keep them free), and STATUS counts it
+/// as taken: a /30 whose one free address is a router is full.
+#[test]
+fn rete_ipam_skips_route_gateways() {
+    require_root!();
+    let lab = Lab::new("cni-ipam-routers");
+    let runner = Runner::install(&lab);
+    let list = NetList::from_value(json!({
+        "cniVersion": "1.1.0",
+        "name": "routerpool",
+        "plugins": [{ "type": "rete-ipam", "ipam": {
+            "type": "rete-ipam",
+            "ranges": [[{ "subnet": "10.98.0.0/30" }]],
+            "routes": [{ "dst": "10.211.0.0/16", "gw": "10.98.0.2" }]
+        }}]
+    }));
+    let ns = container_ns(&lab, "c");
+    let rt = RuntimeConf::new("c", &ns);
+    let conf = list.plugin_conf(0, Some(&rt), None);
+    let e = runner
+        .status(&list)
+        .expect_err("the /30's one free address is the router");
+    assert_eq!(e.code, Some(50), "{e}");
+    let f = runner
+        .exec("rete-ipam", "ADD", &conf, Some(&rt))
+        .outcome()
+        .expect_err("no address but the router's is free");
+    assert!(f.msg.contains("no free address"), "{f}");
+    // Asked for by address, it is given: that container is the router.
+    let mut rt = RuntimeConf::new("c", &ns);
+    rt.args = vec![("IP".into(), "10.98.0.2".into())];
+    let conf = list.plugin_conf(0, Some(&rt), None);
+    let r = ok(runner.exec("rete-ipam", "ADD", &conf, Some(&rt)).outcome()).unwrap();
+    assert_eq!(r["ips"][0]["address"], json!("10.98.0.2/30"), "{r}");
+    ok(runner.exec("rete-ipam", "DEL", &conf, Some(&rt)).outcome());
+}

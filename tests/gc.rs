@@ -569,3 +569,51 @@ fn create_after_a_reboot_rebuilds_the_bridge() {
     lab.rete_ok(&["rm", "new"]);
     assert_no_residue(&lab);
 }
+
+/// A container whose devices and namespace vanished before gc saw them
+/// leaves its address in the network's fast path map (its host end is gone,
+/// so nothing tells which bridge it was on): gc takes every address no
+/// endpoint holds off the map, reports it, and keeps the live ones.
+#[test]
+fn gc_takes_stale_addresses_off_the_fast_path() {
+    require_root!();
+    let lab = Lab::new("gc-fastpath");
+    lab.rete_ok(&["network", "create", "web", "--subnet", "10.70.0.0/24"]);
+    lab.rete_ok(&["create", "gone", "--network", "web", "--ip", "10.70.0.77"]);
+    lab.rete_ok(&["create", "stays", "--network", "web", "--ip", "10.70.0.78"]);
+    let bridge = lab.sh_host("ip -j link show type bridge");
+    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
+    let bridge = bridge[0]["ifname"].as_str().unwrap().to_string();
+    let entries = || {
+        let bridge = bridge.clone();
+        let mut v = in_ns(&lab.host, move || {
+            let mut host = rete::netlink::Rtnl::open().unwrap();
+            let index = host.link(&bridge).unwrap().unwrap().index;
+            rete::fastpath::entries(&mut host, index).unwrap()
+        });
+        v.sort();
+        v
+    };
+    let gone: std::net::Ipv4Addr = "10.70.0.77".parse().unwrap();
+    let stays: std::net::Ipv4Addr = "10.70.0.78".parse().unwrap();
+    assert_eq!(entries(), [gone, stays]);
+
+    // Its host end and its namespace go behind rete's back.
+    let veth = lab.inspect("gone")["endpoints"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    lab.sh_host(&format!("ip link del {veth}"));
+    rete::netns::remove(&lab.container_ns("gone")).unwrap();
+    let report = lab.rete_ok(&["gc"]);
+    assert!(report.contains("removed container gone"), "{report}");
+    assert!(
+        report.contains("took web 10.70.0.77 off the fast path"),
+        "{report}"
+    );
+    assert_eq!(entries(), [stays]);
+    let again = lab.rete_ok(&["gc"]);
+    assert!(!again.contains("fast path"), "{again}");
+    lab.rete_ok(&["rm", "stays"]);
+    assert_eq!(entries(), Vec::<std::net::Ipv4Addr>::new());
+}

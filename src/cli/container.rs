@@ -329,6 +329,9 @@ pub fn gc(engine: &mut Engine, a: GcArgs) -> Result<i32> {
         for c in &r.repaired {
             println!("replumbed lost devices of container {c}");
         }
+        for e in &r.fastpath {
+            println!("took {e} off the fast path (no container holds it)");
+        }
     }
     Ok(0)
 }

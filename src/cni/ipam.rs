@@ -2,6 +2,9 @@
 //! plugins. Leases live in rete's store under the network's name, keyed by
 //! container and interface, so concurrent ADDs never collide.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
 use serde_json::Value;
 
 use super::plugin::{dns, range_sets, requested_ips};
@@ -16,6 +19,7 @@ pub fn run(
     version: &str,
 ) -> Result<Option<Value>, CniError> {
     let sets = range_sets(&conf)?;
+    let routers = routers(&conf);
     match env.command.as_str() {
         "ADD" => {
             if sets.is_empty() {
@@ -26,7 +30,13 @@ pub fn run(
             }
             let owner = owner(env)?;
             let leases = engine
-                .lease_from_pool(&conf.name, &owner, &sets, &requested_ips(&conf, env)?)
+                .lease_from_pool(
+                    &conf.name,
+                    &owner,
+                    &sets,
+                    &requested_ips(&conf, env)?,
+                    &routers,
+                )
                 .map_err(engine_error)?;
             let routes = conf
                 .ipam
@@ -70,7 +80,7 @@ pub fn run(
         }
         "STATUS" => {
             if !engine
-                .pool_has_room(&conf.name, &sets)
+                .pool_has_room(&conf.name, &sets, &routers)
                 .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.to_string()))?
             {
                 return Err(CniError::new(
@@ -106,4 +116,13 @@ pub fn run(
 /// A lease's owner: the attachment, container and interface.
 fn owner(env: &Env) -> Result<String, CniError> {
     Ok(format!("{}/{}", env.container()?, env.ifname()?))
+}
+
+/// The gateways `ipam.routes` names: routers, not addresses to hand out.
+fn routers(conf: &NetConf) -> BTreeSet<IpAddr> {
+    conf.ipam
+        .iter()
+        .flat_map(|i| &i.routes)
+        .filter_map(|r| r.gw.as_deref()?.parse().ok())
+        .collect()
 }

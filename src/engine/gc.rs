@@ -31,6 +31,9 @@ pub struct GcReport {
     pub bridges: Vec<String>,
     /// Containers whose lost veth pairs were plumbed again.
     pub repaired: Vec<String>,
+    /// Addresses taken off a network's fast path that no endpoint holds
+    /// (`network address`).
+    pub fastpath: Vec<String>,
 }
 
 impl Engine {
@@ -179,6 +182,30 @@ impl Engine {
                 }
                 db.put_container(&c)?;
                 report.repaired.push(c.name);
+            }
+
+            // Fast path entries no endpoint holds.
+            let containers = db.containers()?;
+            for n in networks.iter().filter(|n| n.fastpath()) {
+                let keep: Vec<std::net::Ipv4Addr> = containers
+                    .iter()
+                    .flat_map(|c| &c.endpoints)
+                    .filter(|e| e.network == n.name)
+                    .flat_map(|e| &e.addresses)
+                    .filter_map(|a| match a.addr() {
+                        std::net::IpAddr::V4(v4) => Some(v4),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                let host = kernel.host()?;
+                let Some(bridge) = host.link(&n.bridge).ok().flatten() else {
+                    continue;
+                };
+                let gone = crate::fastpath::prune(host, bridge.index, &keep)
+                    .map_err(|e| crate::error::Error::kernel("prune the fast path", e))?;
+                report
+                    .fastpath
+                    .extend(gone.into_iter().map(|ip| format!("{} {ip}", n.name)));
             }
 
             // The firewall, exactly as the store says.

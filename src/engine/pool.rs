@@ -3,6 +3,7 @@
 //! named (the CNI network name) and its leases live in the same table as
 //! network leases, so two processes never hand out one address twice.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -22,13 +23,16 @@ pub struct PoolLease {
 impl Engine {
     /// Leases one address from each range set (a set lists alternatives of
     /// one family, tried in order) to `owner`. Asking again returns what the
-    /// owner holds. `requested` addresses are taken where a range holds them.
+    /// owner holds. `requested` addresses are taken where a range holds them;
+    /// `routers` (the gateways of the configuration's routes) are never
+    /// handed out otherwise.
     pub fn lease_from_pool(
         &mut self,
         pool: &str,
         owner: &str,
         range_sets: &[Vec<Subnet>],
         requested: &[IpAddr],
+        routers: &BTreeSet<IpAddr>,
     ) -> Result<Vec<PoolLease>> {
         self.transact(|db, _, _| {
             let held = db.leases_of(pool, owner)?;
@@ -62,7 +66,10 @@ impl Engine {
                     }
                     None => set
                         .iter()
-                        .find_map(|r| ipam::allocate(r, &used).map(|ip| (r, ip)))
+                        .find_map(|r| {
+                            ipam::allocate(r, &used.union(routers).copied().collect())
+                                .map(|ip| (r, ip))
+                        })
                         .ok_or_else(|| {
                             Error::Exhausted(format!(
                                 "pool \"{pool}\" has no free address left in {}",
@@ -103,9 +110,16 @@ impl Engine {
         self.store.read().lease_owners(pool)
     }
 
-    /// Whether a set of ranges still has a free address (for CNI STATUS).
-    pub fn pool_has_room(&self, pool: &str, range_sets: &[Vec<Subnet>]) -> Result<bool> {
-        let used = self.store.read().leases(pool)?;
+    /// Whether a set of ranges still has a free address that is not one of
+    /// `routers` (for CNI STATUS).
+    pub fn pool_has_room(
+        &self,
+        pool: &str,
+        range_sets: &[Vec<Subnet>],
+        routers: &BTreeSet<IpAddr>,
+    ) -> Result<bool> {
+        let mut used = self.store.read().leases(pool)?;
+        used.extend(routers);
         Ok(range_sets
             .iter()
             .all(|set| set.iter().any(|r| ipam::allocate(r, &used).is_some())))

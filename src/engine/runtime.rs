@@ -52,7 +52,12 @@ impl Engine {
 
     /// [`Engine::ensure_network`], `accept` on the network found, and
     /// [`Engine::attach`] to it, in one transaction: a refused attachment
-    /// leaves no network behind that this call created.
+    /// leaves no network behind that this call created. A network found
+    /// takes the request's static routes when they differ (checked against
+    /// its subnets): the configuration a runtime passes with each
+    /// attachment is what new attachments get, as the CNI reference IPAM
+    /// plugins read `ipam.routes` on every ADD. Attachments made before
+    /// keep the routes they have.
     pub fn ensure_and_attach(
         &mut self,
         net: NetworkRequest,
@@ -63,10 +68,22 @@ impl Engine {
             let (net, mut req) = (net.clone(), req.clone());
             engine.transact(|db, kernel, journal| {
                 let n = match db.network(&net.name)? {
-                    Some(n) => n,
-                    None => network::create(db, kernel, journal, net)?,
+                    Some(mut n) => {
+                        accept(&n)?;
+                        if n.routes != net.routes {
+                            let subnets: Vec<_> = n.subnets.iter().map(|s| s.subnet).collect();
+                            network::check_routes(&net, &subnets)?;
+                            n.routes = net.routes.clone();
+                            db.put_network(&n)?;
+                        }
+                        n
+                    }
+                    None => {
+                        let n = network::create(db, kernel, journal, net)?;
+                        accept(&n)?;
+                        n
+                    }
                 };
-                accept(&n)?;
                 req.network = n.name.clone();
                 let (_, ep) = attach_one(db, kernel, journal, req)?;
                 Ok((n, ep))
