@@ -68,8 +68,8 @@ struct ClusterLab {
     lease_ttl: u32,
     /// etcd over https with client certificates.
     tls: bool,
-    /// More arguments for every agent.
-    agent_args: Vec<&'static str>,
+    /// More arguments for each host's agent, by host.
+    agent_args: Vec<Vec<&'static str>>,
 }
 
 impl ClusterLab {
@@ -95,7 +95,7 @@ impl ClusterLab {
         backend: &'static str,
         lease_ttl: u32,
         tls: bool,
-        agent_args: Vec<&'static str>,
+        agent_args: Vec<Vec<&'static str>>,
     ) -> ClusterLab {
         let k = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!(
@@ -283,7 +283,7 @@ impl ClusterLab {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rete"));
         cmd.args(["agent", "--backend", self.backend, "--node-name", &h.name])
             .args(["--lease-ttl", &self.lease_ttl.to_string()])
-            .args(&self.agent_args)
+            .args(self.agent_args.get(i).into_iter().flatten())
             .stdout(Stdio::null())
             .stderr(log);
         self.env(&mut cmd, &h.dir);
@@ -485,52 +485,80 @@ fn full_mesh(backend: &'static str) {
 }
 
 /// Traffic between containers on two hosts skips both bridges: the
-/// sender's host end hands it to the device toward the other host (the
-/// underlay interface, or the VXLAN device), never up through its bridge;
+/// sender's host end hands it to the underlay interface (for vxlan
+/// encapsulated, past the VXLAN device), never up through its bridge;
 /// where it arrives it goes straight into the container it is for, never
 /// out of that container's host end. With `--fastpath false` it is routed
-/// through the bridges. Either way each router hop decrements the TTL once
-/// (a reply from another host's container arrives with 64 - 2).
+/// through the bridges (and the VXLAN devices); with one host on the fast
+/// path and one off, each side's packets are what the other's kernel
+/// expects. Either way each router hop decrements the TTL once (a reply
+/// from another host's container arrives with 64 - 2), and every byte
+/// arrives in order.
 fn cross_host_traffic_skips_the_bridges(backend: &'static str) {
-    for fastpath in ["true", "false"] {
-        let name = format!("arrive-{backend}-{fastpath}");
-        let args = vec!["--fastpath", fastpath];
+    for (h0_fast, h1_fast) in [(true, true), (false, false), (true, false)] {
+        let flag = |on: bool| if on { "true" } else { "false" };
+        let name = format!("arrive-{backend}-{h0_fast}-{h1_fast}");
+        let args = vec![
+            vec!["--fastpath", flag(h0_fast)],
+            vec!["--fastpath", flag(h1_fast)],
+        ];
         let lab = ClusterLab::with_agent_args(&name, 2, backend, 10, false, args);
         let a0 = lab.container(0, "c0");
         let a1 = lab.container(1, "c1");
         let (ns0, ns1) = (lab.container_ns(0, "c0"), lab.container_ns(1, "c1"));
         let v: Value = serde_json::from_str(&lab.rete_ok(1, &["inspect", "c1"])).unwrap();
         let veth = v[0]["endpoints"][0]["host_ifname"].as_str().unwrap();
-
         let v: Value =
             serde_json::from_str(&lab.rete_ok(0, &["network", "inspect", "cluster"])).unwrap();
         let bridge = v[0]["bridge"].as_str().unwrap().to_string();
-
         let h0 = &lab.hosts[0].ns;
         let h1 = &lab.hosts[1].ns;
-        let (up_before, out_before) = (rx_bytes(h0, &bridge), tx_bytes(h1, veth));
+        // What went up through h1's bridge, out of c1's host end, and, for
+        // vxlan, out of h1's VXLAN device and into h2's.
+        let counters = || {
+            let vxlan = |ns: &Path, rx: bool| match backend {
+                "vxlan" if rx => rx_bytes(ns, "retevxlan0"),
+                "vxlan" => tx_bytes(ns, "retevxlan0"),
+                _ => 0,
+            };
+            [
+                rx_bytes(h0, &bridge),
+                tx_bytes(h1, veth),
+                vxlan(h0, false),
+                vxlan(h1, true),
+            ]
+        };
+        let before = counters();
         assert_eq!(transfer(&ns0, &ns1, a1), BULK, "{backend} c0 -> c1");
-        let up = rx_bytes(h0, &bridge) - up_before;
-        let out = tx_bytes(h1, veth) - out_before;
-        if fastpath == "true" {
-            let tenth = (BULK / 10) as u64;
-            assert!(
-                up < tenth,
-                "{backend}: {up} of {BULK} bytes went up through h1's bridge: not on the fast path"
-            );
-            assert!(
-                out < tenth,
-                "{backend}: {out} of {BULK} bytes went out of c1's host end: not on the fast path"
-            );
-        } else {
-            assert!(
-                up >= BULK as u64,
-                "{backend}: only {up} bytes crossed h1's bridge"
-            );
-            assert!(
-                out >= BULK as u64,
-                "{backend}: only {out} bytes crossed h2's bridge"
-            );
+        let after = counters();
+        let crossed: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let what = [
+            "up through h1's bridge",
+            "out of c1's host end",
+            "out of h1's VXLAN device",
+            "into h2's VXLAN device",
+        ];
+        let fast = [h0_fast, h1_fast, h0_fast, h1_fast];
+        for i in 0..4 {
+            if backend != "vxlan" && i >= 2 {
+                continue;
+            }
+            let logs = format!("{}\n{}", lab.agent_log(0), lab.agent_log(1));
+            if fast[i] {
+                assert!(
+                    crossed[i] < (BULK / 10) as u64,
+                    "{backend} {h0_fast}/{h1_fast}: {} of {BULK} bytes went {}: not on the fast path\n{logs}",
+                    crossed[i],
+                    what[i]
+                );
+            } else {
+                assert!(
+                    crossed[i] >= BULK as u64,
+                    "{backend} {h0_fast}/{h1_fast}: only {} bytes went {}",
+                    crossed[i],
+                    what[i]
+                );
+            }
         }
         assert_eq!(transfer(&ns1, &ns0, a0), BULK, "{backend} c1 -> c0");
 
@@ -540,7 +568,7 @@ fn cross_host_traffic_skips_the_bridges(backend: &'static str) {
         let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
         assert!(
             out.contains("ttl=62"),
-            "{backend} fastpath={fastpath}: {out}"
+            "{backend} {h0_fast}/{h1_fast}: {out}"
         );
         // A host's own traffic on the same device is not the shortcut's.
         let _srv = Server::tcp(

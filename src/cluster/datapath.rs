@@ -15,6 +15,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::registry::{vtep_mac, Backend, NodeRecord};
 use crate::error::{Error, Result};
+use crate::fastpath::{Arrivals, Hop};
 use crate::names;
 use crate::netlink::Rtnl;
 
@@ -23,7 +24,7 @@ pub const VXLAN_DEVICE: &str = "retevxlan0";
 /// VXLAN network identifier of the cluster.
 pub const VNI: u32 = 1;
 /// The underlay UDP port (the Linux kernel's and Flannel's default).
-pub const VXLAN_PORT: u16 = 8472;
+pub const VXLAN_PORT: u16 = crate::fastpath::VXLAN_PORT;
 /// What VXLAN encapsulation adds to each packet (outer IPv4, UDP, VXLAN,
 /// inner Ethernet).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -38,7 +39,7 @@ pub struct Datapath {
     /// Peers programmed, by subnet.
     peers: BTreeMap<Ipv4Net, NodeRecord>,
     /// The cluster network's fast path routes to the peers, and the device
-    /// they leave through (the VXLAN device, or the underlay interface).
+    /// they leave through (the underlay interface).
     routes: Option<(crate::fastpath::Routes, u32)>,
 }
 
@@ -63,11 +64,16 @@ impl Datapath {
             }
             Backend::Vxlan => Some(ensure_vxlan(&mut rtnl, &me)?),
         };
-        let arrival = match vxlan {
-            Some(dev) => dev,
-            None => link_holding(&mut rtnl, me.underlay)?.index,
+        let arrival = link_holding(&mut rtnl, me.underlay)?.index;
+        let arrivals = match vxlan {
+            Some(dev) => {
+                // Where an earlier version put its program.
+                let _ = crate::fastpath::unroute(&mut rtnl, dev);
+                Arrivals::Vxlan { vni: VNI }
+            }
+            None => Arrivals::Routed,
         };
-        route_arrivals(&mut rtnl, fastpath, arrival);
+        route_arrivals(&mut rtnl, fastpath, arrival, arrivals);
         let routes = fastpath.and_then(|bridge| match fastpath_routes(&mut rtnl, bridge) {
             Ok(r) => Some((r, arrival)),
             Err(e) => {
@@ -173,11 +179,21 @@ impl Datapath {
         // The shortcut only once the kernel's route is there to fall back
         // on.
         if let Some((routes, dev)) = &self.routes {
-            let next_hop = match self.vxlan {
-                Some(_) => peer.subnet.network(),
-                None => peer.underlay,
+            let hop = match self.vxlan {
+                Some(_) => Hop::Vxlan {
+                    device: *dev,
+                    local: self.me.underlay,
+                    local_mac: vtep_mac(self.me.subnet),
+                    peer: peer.underlay,
+                    peer_mac: peer_mac(peer)?,
+                    vni: VNI,
+                },
+                None => Hop::Routed {
+                    device: *dev,
+                    next_hop: peer.underlay,
+                },
             };
-            if let Err(e) = routes.insert(peer.subnet, *dev, next_hop) {
+            if let Err(e) = routes.insert(peer.subnet, hop) {
                 warn(&format!(
                     "traffic to host {} takes the bridge: no fast path ({e})",
                     peer.node
@@ -268,11 +284,11 @@ fn ensure_vxlan(rtnl: &mut Rtnl, me: &NodeRecord) -> Result<u32> {
 /// device traffic from other hosts arrives on, or takes it off when
 /// `bridge` is None. Best effort, like the fast path between containers:
 /// where bpf(2) is refused, that traffic is routed through the bridge.
-fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32) {
+fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32, arrivals: Arrivals) {
     let done = match bridge {
         None => crate::fastpath::unroute(rtnl, arrival),
         Some(name) => match rtnl.link(name) {
-            Ok(Some(bridge)) => crate::fastpath::route_into(rtnl, &bridge, arrival),
+            Ok(Some(bridge)) => crate::fastpath::route_into(rtnl, &bridge, arrival, arrivals),
             Ok(None) => Err(std::io::Error::from_raw_os_error(libc::ENODEV)),
             Err(e) => Err(e),
         },

@@ -456,8 +456,8 @@ pub fn ping_once(ns: &Path, to: IpAddr) -> bool {
 pub const BULK: usize = 4 << 20;
 
 /// Sends BULK bytes over TCP from the namespace `from` to a listener in
-/// `to` on `addr`; returns how many arrived (10 s without progress ends
-/// either side).
+/// `to` on `addr`; returns how many arrived in order, each where it was
+/// sent (byte i is i mod 251; 10 s without progress ends either side).
 pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
     let listener = in_ns(to, || {
         TcpListener::bind(SocketAddr::new(addr, 7300)).unwrap()
@@ -471,6 +471,13 @@ pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
             if n == 0 {
                 break;
             }
+            let intact = buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == ((got + i) % 251) as u8);
+            if !intact {
+                break;
+            }
             got += n;
         }
         got
@@ -479,7 +486,8 @@ pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
         let to = SocketAddr::new(addr, 7300);
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&vec![7u8; BULK]).unwrap();
+        let data: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
+        s.write_all(&data).unwrap();
     });
     receiver.join().unwrap()
 }

@@ -1,0 +1,221 @@
+//! Shortcuts past the bridge, with eBPF programs at tc ingress that hand
+//! a frame straight to where the kernel's forwarding would take it.
+//!
+//! - **Between containers of one network**: a program at the ingress of
+//!   every host-side veth end looks up the frame's IPv4 destination in the
+//!   network's map (address → the host end of that container's veth and
+//!   its MAC) and, for a frame addressed to that very MAC, hands it to the
+//!   peer inside the destination's namespace (`bpf_redirect_peer`),
+//!   skipping the bridge and the second veth crossing. Everything else (ARP,
+//!   IPv6, traffic for the gateway, the host or other networks, frames for
+//!   any other MAC) goes on as before.
+//! - **To another host's containers** (the cluster network,
+//!   `crate::cluster`): the same program, for a frame a container sends to
+//!   its gateway's MAC for an address in another host's container subnet
+//!   (the network's routes map, longest prefix → [`Hop`]), with a TTL above
+//!   1, does the host's forwarding: TTL − 1, and out toward the peer with
+//!   `bpf_redirect_neigh` (the kernel's neighbour entry for the next hop
+//!   gives the MACs) — for host-gw as it is, for vxlan encapsulated as the
+//!   kernel's VXLAN device would (`bpf_skb_adjust_room`, outer IPv4, UDP
+//!   port 8472, VXLAN header, inner Ethernet between the two VTEP MACs).
+//!   Past the bridge, routing, the forward hooks and the VXLAN device.
+//! - **From another host**: a second program over the container map, at the
+//!   ingress of the host's underlay interface, takes a packet for this
+//!   host's MAC (not broadcast, not another's) and a local container's
+//!   address — for vxlan only inside a VXLAN packet of the cluster's VNI,
+//!   whose outer headers it strips — and forwards it as the host would:
+//!   TTL − 1, the container's MAC as destination and the bridge's as
+//!   source, straight into the container's namespace.
+//!
+//! rete's firewall passes cluster traffic untouched (no isolation,
+//! masquerade or DNAT applies to it, and no rule drops on conntrack
+//! state), so skipping netfilter on those hops changes no verdict. A
+//! packet the programs do not take (a TTL about to run out, a frame the
+//! kernel will not grow, an address not in a map) takes the kernel's path,
+//! which stays complete: the maps are shortcuts beside the kernel's routes
+//! and devices, never instead of them.
+//!
+//! The programs are a few dozen instructions, assembled here (`asm`,
+//! `programs`): no compiler or loader library is needed, only the `bpf(2)`
+//! system call (`bpf`).
+
+mod asm;
+mod bpf;
+mod programs;
+
+use std::io;
+use std::net::Ipv4Addr;
+
+pub use bpf::{Hop, Routes};
+use bpf::{Map, Program};
+
+use crate::netlink::{Link, Rtnl};
+
+/// The program's name, by which rete knows it from others on a device.
+pub const PROG_NAME: &str = "rete_fastpath";
+
+/// The program on the underlay interface.
+pub const ROUTED_NAME: &str = "rete_routed";
+
+/// The name of the map of other hosts' subnets.
+const ROUTES_NAME: &str = "rete_routes";
+
+/// The routed program's filter priority on a device rete does not own
+/// (above the `pref 1` other tools take by default).
+const ROUTED_PRIORITY: u16 = 0x7e7e;
+
+/// The VXLAN UDP port (the Linux kernel's and Flannel's default).
+pub const VXLAN_PORT: u16 = 8472;
+
+/// How arrivals from other hosts are wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Plain IPv4 packets (host-gw).
+    Routed,
+    /// VXLAN packets of network `vni`.
+    Vxlan { vni: u32 },
+}
+
+/// The network's program and its map of containers, found through the
+/// filter on its bridge (which also keeps them alive while the network has
+/// no container), or made and put there.
+fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<(Program, Map)> {
+    if let Some(id) = host.ingress_program(bridge, PROG_NAME)? {
+        if let Ok(prog) = Program::by_id(id, PROG_NAME) {
+            let map = Map::of_program(&prog, PROG_NAME)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "fast path program without its map",
+                )
+            })?;
+            return Ok((prog, map));
+        }
+    }
+    let gateway = host
+        .link_by_index(bridge)?
+        .and_then(|l| mac_of(&l))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let map = Map::create(PROG_NAME)?;
+    let routes = Routes::create(ROUTES_NAME)?;
+    let insns = programs::bridge_program(map.fd(), routes.0.fd(), gateway);
+    let prog = Program::load(&insns, PROG_NAME)?;
+    host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
+    Ok((prog, map))
+}
+
+fn mac_of(link: &Link) -> Option<[u8; 6]> {
+    link.mac
+        .as_deref()
+        .and_then(|m| <[u8; 6]>::try_from(m).ok())
+}
+
+/// The routes of the network on `bridge` (made with its program if it has
+/// none yet).
+pub fn routes(host: &mut Rtnl, bridge: &Link) -> io::Result<Routes> {
+    let (prog, _) = of_bridge(host, bridge.index)?;
+    Map::of_program(&prog, ROUTES_NAME)?
+        .map(Routes)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the network's fast path program predates routes to other hosts",
+            )
+        })
+}
+
+/// Puts a container's host end `host_end` (on bridge `bridge`) on the
+/// network's shortcut: frames from the other containers for `ip` and `mac`
+/// go straight to it, and its own frames for them straight to theirs.
+pub fn join(
+    host: &mut Rtnl,
+    bridge: u32,
+    host_end: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> io::Result<()> {
+    let (prog, map) = of_bridge(host, bridge)?;
+    host.attach_ingress_program(host_end, prog.fd(), PROG_NAME)?;
+    map.insert(ip, host_end, mac)
+}
+
+/// Puts the arrivals program of the network on `bridge` at the ingress of
+/// `device` (replacing one a previous run left), so that packets arriving
+/// there, wrapped as `arrivals` says, for the network's containers go
+/// straight to them.
+pub fn route_into(
+    host: &mut Rtnl,
+    bridge: &Link,
+    device: u32,
+    arrivals: Arrivals,
+) -> io::Result<()> {
+    let gateway = mac_of(bridge).ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let (_, map) = of_bridge(host, bridge.index)?;
+    let insns = match arrivals {
+        Arrivals::Routed => programs::routed_program(map.fd(), gateway),
+        Arrivals::Vxlan { vni } => programs::decap_program(map.fd(), gateway, vni),
+    };
+    let prog = Program::load(&insns, ROUTED_NAME)?;
+    host.detach_ingress_program(device, ROUTED_NAME)?;
+    host.attach_ingress_program_at(device, ROUTED_PRIORITY, prog.fd(), ROUTED_NAME)
+}
+
+/// Takes the routed program off `device` (nothing to do when it has none).
+pub fn unroute(host: &mut Rtnl, device: u32) -> io::Result<()> {
+    host.detach_ingress_program(device, ROUTED_NAME)
+}
+
+/// Takes `ip` off the shortcut of the network whose bridge host end
+/// `host_end` is a port of (nothing to do when it is in no bridge, or the
+/// bridge has no program).
+pub fn leave(host: &mut Rtnl, host_end: &str, ip: Ipv4Addr) -> io::Result<()> {
+    let Some(bridge) = host.link(host_end)?.and_then(|l| l.controller) else {
+        return Ok(());
+    };
+    match map_of_bridge(host, bridge)? {
+        Some(map) => map.remove(ip),
+        None => Ok(()),
+    }
+}
+
+/// The map of the network on bridge `bridge`, if it has a program (none is
+/// made).
+fn map_of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<Option<Map>> {
+    let Some(id) = host.ingress_program(bridge, PROG_NAME)? else {
+        return Ok(None);
+    };
+    let Ok(prog) = Program::by_id(id, PROG_NAME) else {
+        return Ok(None);
+    };
+    Map::of_program(&prog, PROG_NAME)
+}
+
+/// The addresses on the shortcut of the network on bridge `bridge`.
+pub fn entries(host: &mut Rtnl, bridge: u32) -> io::Result<Vec<Ipv4Addr>> {
+    Ok(match map_of_bridge(host, bridge)? {
+        Some(map) => map
+            .keys(4)?
+            .into_iter()
+            .map(|k| Ipv4Addr::new(k[0], k[1], k[2], k[3]))
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// Takes every address but those in `keep` off the shortcut of the
+/// network on bridge `bridge` (entries a killed process left: they would
+/// send a later container's traffic to a device that is gone); returns
+/// those it took off.
+pub fn prune(host: &mut Rtnl, bridge: u32, keep: &[Ipv4Addr]) -> io::Result<Vec<Ipv4Addr>> {
+    let Some(map) = map_of_bridge(host, bridge)? else {
+        return Ok(Vec::new());
+    };
+    let mut gone = Vec::new();
+    for k in map.keys(4)? {
+        let ip = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
+        if !keep.contains(&ip) {
+            map.remove(ip)?;
+            gone.push(ip);
+        }
+    }
+    Ok(gone)
+}
