@@ -1,4 +1,4 @@
-//! The shortcut past the bridge (src/fastpath.rs): traffic between two
+//! The shortcut past the bridge (src/fastpath): traffic between two
 //! containers of one network goes from one host-side veth end straight into
 //! the other container, never out of the destination's host end; with
 //! `-o fastpath=false` it crosses the bridge as before. Everything else
