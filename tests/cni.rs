@@ -433,6 +433,23 @@ fn ip_ranges_and_dns_capabilities() {
     assert_eq!(containers(&lab), Vec::<String>::new());
 }
 
+/// A conflist of one rete plugin named `name` on `subnet` with `routes` as
+/// its `ipam.routes`.
+fn with_routes(name: &str, subnet: &str, routes: serde_json::Value) -> NetList {
+    NetList::from_value(json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [{
+            "type": "rete",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": subnet }]],
+                "routes": routes
+            }
+        }]
+    }))
+}
+
 /// `ipam.routes` besides the default route: each goes into the container,
 /// via its `gw` or, without one, via the range's gateway, and the result
 /// lists it; a route that names no address gets error 7 and changes
@@ -442,22 +459,15 @@ fn ipam_routes_are_installed_and_listed() {
     require_root!();
     let lab = Lab::new("cni-routes");
     let runner = Runner::install(&lab);
-    let list = NetList::from_value(json!({
-        "cniVersion": "1.0.0",
-        "name": "cniroutes",
-        "plugins": [{
-            "type": "rete",
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": "10.107.0.0/24" }]],
-                "routes": [
-                    { "dst": "0.0.0.0/0" },
-                    { "dst": "10.200.0.0/16", "gw": "10.107.0.9" },
-                    { "dst": "10.201.0.0/16" }
-                ]
-            }
-        }]
-    }));
+    let list = with_routes(
+        "cniroutes",
+        "10.107.0.0/24",
+        json!([
+            { "dst": "0.0.0.0/0" },
+            { "dst": "10.200.0.0/16", "gw": "10.107.0.9" },
+            { "dst": "10.201.0.0/16" }
+        ]),
+    );
     let ns = container_ns(&lab, "a");
     let rt = RuntimeConf::new("a", &ns);
     let r = ok(runner.add(&list, &rt));
@@ -487,18 +497,11 @@ fn ipam_routes_are_installed_and_listed() {
     // The configuration changed its routes: the next ADD gets the new ones
     // (as the reference IPAM reads them on every ADD), and so does the
     // network rete keeps for it.
-    let changed = NetList::from_value(json!({
-        "cniVersion": "1.0.0",
-        "name": "cniroutes",
-        "plugins": [{
-            "type": "rete",
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": "10.107.0.0/24" }]],
-                "routes": [{ "dst": "10.203.0.0/16", "gw": "10.107.0.8" }]
-            }
-        }]
-    }));
+    let changed = with_routes(
+        "cniroutes",
+        "10.107.0.0/24",
+        json!([{ "dst": "10.203.0.0/16", "gw": "10.107.0.8" }]),
+    );
     let ns = container_ns(&lab, "c");
     let rt = RuntimeConf::new("c", &ns);
     let r = ok(runner.add(&changed, &rt));
@@ -518,18 +521,11 @@ fn ipam_routes_are_installed_and_listed() {
     assert!(net.to_string().contains("10.203.0.0/16"), "{net}");
     ok(runner.del(&changed, &rt));
 
-    let bad = NetList::from_value(json!({
-        "cniVersion": "1.0.0",
-        "name": "cnibadroute",
-        "plugins": [{
-            "type": "rete",
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": "10.108.0.0/24" }]],
-                "routes": [{ "dst": "10.202.0.0/16", "gw": "10.109.0.1" }]
-            }
-        }]
-    }));
+    let bad = with_routes(
+        "cnibadroute",
+        "10.108.0.0/24",
+        json!([{ "dst": "10.202.0.0/16", "gw": "10.109.0.1" }]),
+    );
     let ns = container_ns(&lab, "b");
     let f = runner
         .add(&bad, &RuntimeConf::new("b", &ns))
