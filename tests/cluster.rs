@@ -584,6 +584,35 @@ fn cross_host_traffic_skips_the_bridges(backend: &'static str) {
             8082,
         );
         assert_eq!(got, Some(format!("h2 {}", lab.hosts[0].underlay)));
+
+        if (h0_fast, h1_fast) == (true, true) {
+            // h1's agent restarted with the fast path off takes it off: its
+            // program leaves the underlay interface and its routes map is
+            // emptied, so c0's traffic goes up through h1's bridge again.
+            let mut lab = lab;
+            lab.agent_args[0] = vec!["--fastpath", "false"];
+            lab.stop_agent(0, libc::SIGTERM);
+            lab.start_agent(0);
+            lab.wait_for(
+                "h1's arrivals program to go",
+                Duration::from_secs(15),
+                |l| {
+                    !sh_in(&l.hosts[0].ns, "tc filter show dev eth0 ingress")
+                        .contains("rete_routed")
+                },
+            );
+            let before = rx_bytes(&lab.hosts[0].ns, &bridge);
+            assert_eq!(
+                transfer(&ns0, &ns1, a1),
+                BULK,
+                "{backend} c0 -> c1, h1 slow"
+            );
+            let up = rx_bytes(&lab.hosts[0].ns, &bridge) - before;
+            assert!(
+                up >= BULK as u64,
+                "{backend}: only {up} bytes went up through h1's bridge"
+            );
+        }
     }
 }
 

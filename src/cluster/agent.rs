@@ -278,8 +278,8 @@ impl Agent<'_> {
             )));
         }
         if self.datapath.is_none() {
-            let fastpath = net.fastpath().then_some(net.bridge.as_str());
-            self.datapath = Some(Datapath::new(me.clone(), fastpath)?);
+            let fastpath = self.opts.fastpath && net.fastpath();
+            self.datapath = Some(Datapath::new(me.clone(), &net.bridge, fastpath)?);
         }
         Ok(())
     }

@@ -50,11 +50,12 @@ fn kernel(what: String) -> impl FnOnce(std::io::Error) -> Error {
 impl Datapath {
     /// Sets up this host's side: for vxlan, the device bound to the
     /// underlay address, holding the subnet's first address. With
-    /// `fastpath` (the cluster network's bridge), what arrives from other
-    /// hosts (on the underlay interface for host-gw, on the VXLAN device
-    /// for vxlan) goes straight to the container it is for; without, the
-    /// program a previous run put there is taken off.
-    pub fn new(me: NodeRecord, fastpath: Option<&str>) -> Result<Self> {
+    /// `fastpath`, traffic between the containers on `bridge` (the cluster
+    /// network's) and other hosts takes `crate::fastpath`: what arrives on
+    /// the underlay interface goes straight to the container it is for, and
+    /// the peers' subnets go into the network's routes map as they are
+    /// programmed. Without, what a previous run put there is taken off.
+    pub fn new(me: NodeRecord, bridge: &str, fastpath: bool) -> Result<Self> {
         let mut rtnl = Rtnl::open().map_err(kernel("open rtnetlink".into()))?;
         let vxlan = match me.backend {
             Backend::HostGw => {
@@ -73,16 +74,16 @@ impl Datapath {
             }
             None => Arrivals::Routed,
         };
-        route_arrivals(&mut rtnl, fastpath, arrival, arrivals);
-        let routes = fastpath.and_then(|bridge| match fastpath_routes(&mut rtnl, bridge) {
-            Ok(r) => Some((r, arrival)),
+        let routes = match fastpath_routes(&mut rtnl, bridge, fastpath) {
+            Ok(r) => r.map(|r| (r, arrival)),
             Err(e) => {
                 warn(&format!(
                     "traffic to other hosts takes the bridge: no fast path ({e})"
                 ));
                 None
             }
-        });
+        };
+        route_arrivals(&mut rtnl, fastpath.then_some(bridge), arrival, arrivals);
         Ok(Datapath {
             rtnl,
             backend: me.backend,
@@ -302,14 +303,22 @@ fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32, arrivals:
 
 /// The cluster network's fast path routes, emptied: the peers are put
 /// back as they are programmed (until then, their traffic takes the
-/// bridge and the kernel's routes).
-fn fastpath_routes(rtnl: &mut Rtnl, bridge: &str) -> std::io::Result<crate::fastpath::Routes> {
+/// bridge and the kernel's routes). Without `fastpath`, only emptied (if
+/// the network has a program at all).
+fn fastpath_routes(
+    rtnl: &mut Rtnl,
+    bridge: &str,
+    fastpath: bool,
+) -> std::io::Result<Option<crate::fastpath::Routes>> {
     let bridge = rtnl
         .link(bridge)?
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+    if !fastpath {
+        return crate::fastpath::clear_routes(rtnl, bridge.index).map(|()| None);
+    }
     let routes = crate::fastpath::routes(rtnl, &bridge)?;
     routes.clear()?;
-    Ok(routes)
+    Ok(Some(routes))
 }
 
 /// The interface holding the underlay address.

@@ -123,6 +123,15 @@ pub fn routes(host: &mut Rtnl, bridge: &Link) -> io::Result<Routes> {
         })
 }
 
+/// Empties the routes of the network on bridge `bridge`, if it has a
+/// program (none is made).
+pub fn clear_routes(host: &mut Rtnl, bridge: u32) -> io::Result<()> {
+    match map_of_bridge(host, bridge, ROUTES_NAME)? {
+        Some(map) => Routes(map).clear(),
+        None => Ok(()),
+    }
+}
+
 /// Puts a container's host end `host_end` (on bridge `bridge`) on the
 /// network's shortcut: frames from the other containers for `ip` and `mac`
 /// go straight to it, and its own frames for them straight to theirs.
@@ -171,27 +180,27 @@ pub fn leave(host: &mut Rtnl, host_end: &str, ip: Ipv4Addr) -> io::Result<()> {
     let Some(bridge) = host.link(host_end)?.and_then(|l| l.controller) else {
         return Ok(());
     };
-    match map_of_bridge(host, bridge)? {
+    match map_of_bridge(host, bridge, PROG_NAME)? {
         Some(map) => map.remove(ip),
         None => Ok(()),
     }
 }
 
-/// The map of the network on bridge `bridge`, if it has a program (none is
-/// made).
-fn map_of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<Option<Map>> {
+/// The map named `name` of the network on bridge `bridge`, if it has a
+/// program (none is made).
+fn map_of_bridge(host: &mut Rtnl, bridge: u32, name: &str) -> io::Result<Option<Map>> {
     let Some(id) = host.ingress_program(bridge, PROG_NAME)? else {
         return Ok(None);
     };
     let Ok(prog) = Program::by_id(id, PROG_NAME) else {
         return Ok(None);
     };
-    Map::of_program(&prog, PROG_NAME)
+    Map::of_program(&prog, name)
 }
 
 /// The addresses on the shortcut of the network on bridge `bridge`.
 pub fn entries(host: &mut Rtnl, bridge: u32) -> io::Result<Vec<Ipv4Addr>> {
-    Ok(match map_of_bridge(host, bridge)? {
+    Ok(match map_of_bridge(host, bridge, PROG_NAME)? {
         Some(map) => map
             .keys(4)?
             .into_iter()
@@ -206,7 +215,7 @@ pub fn entries(host: &mut Rtnl, bridge: u32) -> io::Result<Vec<Ipv4Addr>> {
 /// send a later container's traffic to a device that is gone); returns
 /// those it took off.
 pub fn prune(host: &mut Rtnl, bridge: u32, keep: &[Ipv4Addr]) -> io::Result<Vec<Ipv4Addr>> {
-    let Some(map) = map_of_bridge(host, bridge)? else {
+    let Some(map) = map_of_bridge(host, bridge, PROG_NAME)? else {
         return Ok(Vec::new());
     };
     let mut gone = Vec::new();
