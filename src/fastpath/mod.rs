@@ -13,11 +13,13 @@
 //!   `crate::cluster`): the same program, for a frame a container sends to
 //!   its gateway's MAC for an address in another host's container subnet
 //!   (the network's routes map, longest prefix → [`Hop`]), with a TTL above
-//!   1, does the host's forwarding: TTL − 1, and out toward the peer with
-//!   `bpf_redirect_neigh` (the kernel's neighbour entry for the next hop
-//!   gives the MACs) — for host-gw as it is, for vxlan encapsulated as the
-//!   kernel's VXLAN device would (`bpf_skb_adjust_room`, outer IPv4, UDP
-//!   port 8472, VXLAN header, inner Ethernet between the two VTEP MACs).
+//!   1, does the host's forwarding: TTL − 1, and out of the underlay
+//!   interface with `bpf_redirect_neigh` — for host-gw as it is, toward
+//!   the peer's underlay address (the kernel's neighbour entry gives the
+//!   MACs); for vxlan encapsulated as the kernel's VXLAN device would
+//!   (`bpf_skb_adjust_room`, outer IPv4, UDP port 8472, VXLAN header, inner
+//!   Ethernet between the two VTEP MACs) and routed by the kernel's table
+//!   toward the peer, which may be routers away.
 //!   Past the bridge, routing, the forward hooks and the VXLAN device.
 //! - **From another host**: a second program over the container map, at the
 //!   ingress of the host's underlay interface, takes a packet for this

@@ -14,6 +14,7 @@ const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 // Helpers.
 const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_GET_PRANDOM_U32: i32 = 7;
 const FUNC_CSUM_DIFF: i32 = 28;
 const FUNC_GET_HASH_RECALC: i32 = 34;
 const FUNC_SKB_ADJUST_ROOM: i32 = 50;
@@ -26,6 +27,7 @@ const AF_INET: i32 = 2;
 // struct __sk_buff offsets.
 const SKB_LEN: i16 = 0;
 const SKB_PKT_TYPE: i16 = 4;
+const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
@@ -79,9 +81,13 @@ fn ipv4_frame(a: &mut Asm, need: i32) {
         .jump(JNE_IMM, 4, 0, 0x0008, Label::Pass);
 }
 
-/// Passes frames not addressed to this device (PACKET_HOST).
+/// Passes frames not addressed to this device (PACKET_HOST), and
+/// VLAN-tagged ones (at tc ingress the tag is in the skb, not the frame):
+/// they belong to a VLAN device.
 fn for_this_host(a: &mut Asm) {
     a.op(insn(LDX_W, 4, 6, SKB_PKT_TYPE, 0))
+        .jump(JNE_IMM, 4, 0, 0, Label::Pass)
+        .op(insn(LDX_W, 4, 6, SKB_VLAN_PRESENT, 0))
         .jump(JNE_IMM, 4, 0, 0, Label::Pass);
 }
 
@@ -178,6 +184,22 @@ fn leave_toward_next_hop(a: &mut Asm, value: u8) {
     ]);
 }
 
+/// `bpf_redirect_neigh` out of the device of the routes value at r`value`
+/// as the kernel's routing table says (no next hop given: it looks the
+/// packet's destination up, bound to that device, and uses the gateway of
+/// the route it finds): the program's verdict. For an encapsulated packet,
+/// whose outer destination, the peer, may be routers away.
+fn leave_as_routed(a: &mut Asm, value: u8) {
+    a.ops(&[
+        insn(LDX_W, 1, value, hop::DEVICE, 0),
+        insn(MOV64_IMM, 2, 0, 0, 0),
+        insn(MOV64_IMM, 3, 0, 0, 0),
+        insn(MOV64_IMM, 4, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_REDIRECT_NEIGH),
+        insn(EXIT, 0, 0, 0, 0),
+    ]);
+}
+
 /// Stores halfword `len` (r1, host order) big-endian at `at`.
 fn store_be16(a: &mut Asm, at: i16) {
     a.op(insn(TO_BE, 1, 0, 0, 16)).op(insn(STX_H, 7, 1, at, 0));
@@ -205,6 +227,17 @@ fn vxlan_encap(a: &mut Asm) {
             0xffff + IP as i32 - VXLAN_OVERHEAD,
             Label::Pass,
         )
+        // UDP source port: 49152 + 14 bits of the flow's hash (entropy for
+        // the underlay's ECMP and RSS, as the kernel's VXLAN gives), taken
+        // while the headers are still the inner packet's.
+        .ops(&[
+            insn(MOV64_REG, 1, 6, 0, 0),
+            insn(CALL, 0, 0, 0, FUNC_GET_HASH_RECALC),
+            insn(AND64_IMM, 0, 0, 0, 0x3fff),
+            insn(OR64_IMM, 0, 0, 0, 0xc000),
+            insn(TO_BE, 0, 0, 0, 16),
+            insn(MOV64_REG, 9, 0, 0, 0),
+        ])
         .ops(&[
             insn(MOV64_REG, 1, 6, 0, 0),
             insn(MOV64_IMM, 2, 0, 0, VXLAN_OVERHEAD),
@@ -216,16 +249,7 @@ fn vxlan_encap(a: &mut Asm) {
         .jump(JNE_IMM, 0, 0, 0, Label::Pass);
     // Grown: from here on the frame is only good encapsulated.
     frame(a, INNER_IP as i32 + 20, Label::Drop);
-    // UDP source port: 49152 + 14 bits of the flow's hash (entropy for
-    // the underlay's ECMP and RSS, as the kernel's VXLAN gives).
-    a.ops(&[
-        insn(MOV64_REG, 1, 6, 0, 0),
-        insn(CALL, 0, 0, 0, FUNC_GET_HASH_RECALC),
-        insn(AND64_IMM, 0, 0, 0, 0x3fff),
-        insn(OR64_IMM, 0, 0, 0, 0xc000),
-        insn(TO_BE, 0, 0, 0, 16),
-        insn(STX_H, 7, 0, IP + 20, 0),
-    ]);
+    a.op(insn(STX_H, 7, 9, IP + 20, 0));
     // Outer IPv4: version 4, IHL 5, TOS 0.
     a.op(insn(MOV32_IMM, 1, 0, 0, 0x0045))
         .op(insn(STX_H, 7, 1, IP, 0));
@@ -234,10 +258,14 @@ fn vxlan_encap(a: &mut Asm) {
         .op(insn(ADD64_IMM, 1, 0, 0, -(IP as i32)));
     store_be16(a, IP + 2);
     a.ops(&[
-        // Identification and fragment offset 0, TTL 64, protocol UDP (17),
-        // checksum 0 until computed.
+        // Fragment offset 0 and DF clear, as the kernel's VXLAN sends (a
+        // router may fragment; the kernel reassembles and decapsulates),
+        // so the identification must tell packets apart: a random one.
         insn(MOV64_IMM, 1, 0, 0, 0),
         insn(STX_W, 7, 1, IP + 4, 0),
+        insn(CALL, 0, 0, 0, FUNC_GET_PRANDOM_U32),
+        insn(STX_H, 7, 0, IP + 4, 0),
+        // TTL 64, protocol UDP (17), checksum 0 until computed.
         insn(MOV32_IMM, 1, 0, 0, 0x1140),
         insn(STX_H, 7, 1, IP + 8, 0),
         insn(MOV64_IMM, 1, 0, 0, 0),
@@ -295,7 +323,7 @@ fn vxlan_encap(a: &mut Asm) {
     ]);
     // This host routes the inner packet: its TTL goes down by one.
     decrement_ttl(a, INNER_IP);
-    leave_toward_next_hop(a, 8);
+    leave_as_routed(a, 8);
 }
 
 /// The program at the host ends and the bridge, over the network's map of
