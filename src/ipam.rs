@@ -92,6 +92,20 @@ pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<
     Ok(())
 }
 
+/// [`allocate`], never handing out one of `routers` (the gateways static
+/// routes point at: asked for by address, one is the router).
+pub fn allocate_avoiding(
+    s: &Subnet,
+    used: &BTreeSet<IpAddr>,
+    routers: &BTreeSet<IpAddr>,
+) -> Option<IpAddr> {
+    if routers.is_empty() {
+        allocate(s, used)
+    } else {
+        allocate(s, &used.union(routers).copied().collect())
+    }
+}
+
 /// The lowest free address of the subnet's range, or `None` when it is full.
 /// The scan skips the reserved addresses and stops after `used.len() + 3`
 /// candidates, so it is bounded even in an IPv6 /64.

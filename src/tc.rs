@@ -18,7 +18,7 @@
 
 use std::io;
 
-use rtnetlink::packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption,
@@ -166,10 +166,7 @@ impl Rtnl {
     fn ingress_filters(&mut self, index: u32) -> io::Result<Vec<TcMessage>> {
         let mut msg = TcMessage::with_index(ifindex(index)?);
         msg.header.parent = clsact_ingress();
-        let replies = match self.request(
-            RouteNetlinkMessage::GetTrafficFilter(msg),
-            rtnetlink::packet_core::NLM_F_DUMP,
-        ) {
+        let replies = match self.request(RouteNetlinkMessage::GetTrafficFilter(msg), NLM_F_DUMP) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
             other => other?,
         };

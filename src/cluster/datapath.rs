@@ -17,7 +17,7 @@ use super::registry::{vtep_mac, Backend, NodeRecord};
 use crate::error::{Error, Result};
 use crate::fastpath::{Arrivals, Hop};
 use crate::names;
-use crate::netlink::Rtnl;
+use crate::netlink::{Link, Rtnl};
 
 /// The VXLAN device. Not `rete-…`: gc removes stray veths of that prefix.
 pub const VXLAN_DEVICE: &str = "retevxlan0";
@@ -74,16 +74,34 @@ impl Datapath {
             }
             None => Arrivals::Routed,
         };
-        let routes = match fastpath_routes(&mut rtnl, bridge, fastpath) {
-            Ok(r) => r.map(|r| (r, arrival)),
-            Err(e) => {
-                warn(&format!(
-                    "traffic to other hosts takes the bridge: no fast path ({e})"
-                ));
+        // A bridge the kernel lost (a reboot) takes no shortcut; the agent
+        // goes on programming the kernel's routes.
+        let bridge = match rtnl.link(bridge) {
+            Ok(Some(link)) => Some(link),
+            found => {
+                if fastpath {
+                    let why = match found {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "it is gone".to_string(),
+                    };
+                    warn(&format!("no fast path: bridge {bridge}: {why}"));
+                }
                 None
             }
         };
-        route_arrivals(&mut rtnl, fastpath.then_some(bridge), arrival, arrivals);
+        let routes = bridge
+            .as_ref()
+            .and_then(|b| match fastpath_routes(&mut rtnl, b, fastpath) {
+                Ok(r) => r.map(|r| (r, arrival)),
+                Err(e) => {
+                    warn(&format!(
+                        "traffic to other hosts takes the bridge: no fast path ({e})"
+                    ));
+                    None
+                }
+            });
+        let bridge = bridge.filter(|_| fastpath);
+        route_arrivals(&mut rtnl, bridge.as_ref(), arrival, arrivals);
         Ok(Datapath {
             rtnl,
             backend: me.backend,
@@ -285,14 +303,10 @@ fn ensure_vxlan(rtnl: &mut Rtnl, me: &NodeRecord) -> Result<u32> {
 /// device traffic from other hosts arrives on, or takes it off when
 /// `bridge` is None. Best effort, like the fast path between containers:
 /// where bpf(2) is refused, that traffic is routed through the bridge.
-fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32, arrivals: Arrivals) {
+fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&Link>, arrival: u32, arrivals: Arrivals) {
     let done = match bridge {
         None => crate::fastpath::unroute(rtnl, arrival),
-        Some(name) => match rtnl.link(name) {
-            Ok(Some(bridge)) => crate::fastpath::route_into(rtnl, &bridge, arrival, arrivals),
-            Ok(None) => Err(std::io::Error::from_raw_os_error(libc::ENODEV)),
-            Err(e) => Err(e),
-        },
+        Some(bridge) => crate::fastpath::route_into(rtnl, bridge, arrival, arrivals),
     };
     if let Err(e) = done {
         warn(&format!(
@@ -307,22 +321,19 @@ fn route_arrivals(rtnl: &mut Rtnl, bridge: Option<&str>, arrival: u32, arrivals:
 /// the network has a program at all).
 fn fastpath_routes(
     rtnl: &mut Rtnl,
-    bridge: &str,
+    bridge: &Link,
     fastpath: bool,
 ) -> std::io::Result<Option<crate::fastpath::Routes>> {
-    let bridge = rtnl
-        .link(bridge)?
-        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
     if !fastpath {
         return crate::fastpath::clear_routes(rtnl, bridge.index).map(|()| None);
     }
-    let routes = crate::fastpath::routes(rtnl, &bridge)?;
+    let routes = crate::fastpath::routes(rtnl, bridge)?;
     routes.clear()?;
     Ok(Some(routes))
 }
 
 /// The interface holding the underlay address.
-fn link_holding(rtnl: &mut Rtnl, underlay: Ipv4Addr) -> Result<crate::netlink::Link> {
+fn link_holding(rtnl: &mut Rtnl, underlay: Ipv4Addr) -> Result<Link> {
     for link in rtnl.links().map_err(kernel("list links".into()))? {
         let addresses = rtnl
             .addresses(link.index)

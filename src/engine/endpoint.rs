@@ -104,12 +104,7 @@ fn lease(
                 })?;
                 ip
             }
-            None => if routers.is_empty() {
-                ipam::allocate(s, &used)
-            } else {
-                ipam::allocate(s, &used.union(&routers).copied().collect())
-            }
-            .ok_or_else(|| {
+            None => ipam::allocate_avoiding(s, &used, &routers).ok_or_else(|| {
                 Error::Exhausted(format!(
                     "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
                     net.name,

@@ -3,6 +3,7 @@
 //! owns and the kernel lost is rebuilt.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -184,17 +185,17 @@ impl Engine {
                 report.repaired.push(c.name);
             }
 
-            // Fast path entries no endpoint holds.
-            let containers = db.containers()?;
+            // Fast path entries no endpoint holds (the repairs above kept
+            // every endpoint's addresses).
             for n in networks.iter().filter(|n| n.fastpath()) {
-                let keep: Vec<std::net::Ipv4Addr> = containers
+                let keep: Vec<Ipv4Addr> = containers
                     .iter()
                     .flat_map(|c| &c.endpoints)
                     .filter(|e| e.network == n.name)
                     .flat_map(|e| &e.addresses)
                     .filter_map(|a| match a.addr() {
-                        std::net::IpAddr::V4(v4) => Some(v4),
-                        std::net::IpAddr::V6(_) => None,
+                        IpAddr::V4(v4) => Some(v4),
+                        IpAddr::V6(_) => None,
                     })
                     .collect();
                 let host = kernel.host()?;

@@ -66,10 +66,7 @@ impl Engine {
                     }
                     None => set
                         .iter()
-                        .find_map(|r| {
-                            ipam::allocate(r, &used.union(routers).copied().collect())
-                                .map(|ip| (r, ip))
-                        })
+                        .find_map(|r| ipam::allocate_avoiding(r, &used, routers).map(|ip| (r, ip)))
                         .ok_or_else(|| {
                             Error::Exhausted(format!(
                                 "pool \"{pool}\" has no free address left in {}",
@@ -118,11 +115,11 @@ impl Engine {
         range_sets: &[Vec<Subnet>],
         routers: &BTreeSet<IpAddr>,
     ) -> Result<bool> {
-        let mut used = self.store.read().leases(pool)?;
-        used.extend(routers);
-        Ok(range_sets
-            .iter()
-            .all(|set| set.iter().any(|r| ipam::allocate(r, &used).is_some())))
+        let used = self.store.read().leases(pool)?;
+        Ok(range_sets.iter().all(|set| {
+            set.iter()
+                .any(|r| ipam::allocate_avoiding(r, &used, routers).is_some())
+        }))
     }
 }
 

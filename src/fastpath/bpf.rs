@@ -149,7 +149,7 @@ impl Map {
     }
 
     /// Every key, `size` bytes each.
-    pub fn keys(&self, size: usize) -> io::Result<Vec<Vec<u8>>> {
+    fn keys(&self, size: usize) -> io::Result<Vec<Vec<u8>>> {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         loop {
             let mut next = vec![0u8; size];
@@ -183,6 +183,15 @@ impl Map {
     /// Forgets `ip`; one that is not there is not an error.
     pub fn remove(&self, ip: Ipv4Addr) -> io::Result<()> {
         self.delete(&ip.octets())
+    }
+
+    /// The addresses it holds.
+    pub fn addresses(&self) -> io::Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .keys(4)?
+            .into_iter()
+            .map(|k| Ipv4Addr::new(k[0], k[1], k[2], k[3]))
+            .collect())
     }
 
     pub fn fd(&self) -> RawFd {
@@ -232,11 +241,13 @@ pub mod hop {
 impl Hop {
     fn value(&self) -> [u8; hop::SIZE] {
         let mut v = [0u8; hop::SIZE];
-        let at = |f: i16| f as usize;
+        let mut put = |at: i16, bytes: &[u8]| {
+            v[at as usize..at as usize + bytes.len()].copy_from_slice(bytes)
+        };
         match *self {
             Hop::Routed { device, next_hop } => {
-                v[..4].copy_from_slice(&device.to_ne_bytes());
-                v[4..8].copy_from_slice(&next_hop.octets());
+                put(hop::DEVICE, &device.to_ne_bytes());
+                put(hop::NEXT_HOP, &next_hop.octets());
             }
             Hop::Vxlan {
                 device,
@@ -246,13 +257,13 @@ impl Hop {
                 peer_mac,
                 vni,
             } => {
-                v[..4].copy_from_slice(&device.to_ne_bytes());
-                v[4..8].copy_from_slice(&peer.octets());
-                v[8..12].copy_from_slice(&(hop::KIND_VXLAN as u32).to_ne_bytes());
-                v[at(hop::PEER_MAC)..at(hop::PEER_MAC) + 6].copy_from_slice(&peer_mac);
-                v[at(hop::LOCAL_MAC)..at(hop::LOCAL_MAC) + 6].copy_from_slice(&local_mac);
-                v[at(hop::LOCAL)..at(hop::LOCAL) + 4].copy_from_slice(&local.octets());
-                v[at(hop::VNI)..at(hop::VNI) + 4].copy_from_slice(&(vni << 8).to_be_bytes());
+                put(hop::DEVICE, &device.to_ne_bytes());
+                put(hop::NEXT_HOP, &peer.octets());
+                put(hop::KIND, &(hop::KIND_VXLAN as u32).to_ne_bytes());
+                put(hop::PEER_MAC, &peer_mac);
+                put(hop::LOCAL_MAC, &local_mac);
+                put(hop::LOCAL, &local.octets());
+                put(hop::VNI, &(vni << 8).to_be_bytes());
             }
         }
         v

@@ -202,14 +202,10 @@ fn map_of_bridge(host: &mut Rtnl, bridge: u32, name: &str) -> io::Result<Option<
 
 /// The addresses on the shortcut of the network on bridge `bridge`.
 pub fn entries(host: &mut Rtnl, bridge: u32) -> io::Result<Vec<Ipv4Addr>> {
-    Ok(match map_of_bridge(host, bridge, PROG_NAME)? {
-        Some(map) => map
-            .keys(4)?
-            .into_iter()
-            .map(|k| Ipv4Addr::new(k[0], k[1], k[2], k[3]))
-            .collect(),
-        None => Vec::new(),
-    })
+    match map_of_bridge(host, bridge, PROG_NAME)? {
+        Some(map) => map.addresses(),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Takes every address but those in `keep` off the shortcut of the
@@ -220,13 +216,13 @@ pub fn prune(host: &mut Rtnl, bridge: u32, keep: &[Ipv4Addr]) -> io::Result<Vec<
     let Some(map) = map_of_bridge(host, bridge, PROG_NAME)? else {
         return Ok(Vec::new());
     };
-    let mut gone = Vec::new();
-    for k in map.keys(4)? {
-        let ip = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
-        if !keep.contains(&ip) {
-            map.remove(ip)?;
-            gone.push(ip);
-        }
+    let gone: Vec<Ipv4Addr> = map
+        .addresses()?
+        .into_iter()
+        .filter(|ip| !keep.contains(ip))
+        .collect();
+    for ip in &gone {
+        map.remove(*ip)?;
     }
     Ok(gone)
 }

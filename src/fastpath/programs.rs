@@ -145,15 +145,22 @@ fn decrement_ttl(a: &mut Asm, ip: i16) {
     ]);
 }
 
+/// Copies the 6-byte MAC at r`from` + `at` into the frame at `to`.
+fn copy_mac(a: &mut Asm, from: u8, at: i16, to: i16) {
+    a.ops(&[
+        insn(LDX_W, 1, from, at, 0),
+        insn(STX_W, 7, 1, to, 0),
+        insn(LDX_H, 1, from, at + 4, 0),
+        insn(STX_H, 7, 1, to + 4, 0),
+    ]);
+}
+
 /// Rewrites the frame's MACs: the destination from the container map value
 /// at r0, the source `gateway`.
 fn to_container(a: &mut Asm, gateway: [u8; 6]) {
     let (gw_word, gw_half) = mac_words(gateway);
+    copy_mac(a, 0, 4, 0);
     a.ops(&[
-        insn(LDX_W, 1, 0, 4, 0),
-        insn(STX_W, 7, 1, 0, 0),
-        insn(LDX_H, 1, 0, 8, 0),
-        insn(STX_H, 7, 1, 4, 0),
         insn(MOV32_IMM, 1, 0, 0, gw_word),
         insn(STX_W, 7, 1, 6, 0),
         insn(MOV32_IMM, 1, 0, 0, gw_half),
@@ -161,39 +168,40 @@ fn to_container(a: &mut Asm, gateway: [u8; 6]) {
     ]);
 }
 
-/// `bpf_redirect_neigh` out of the device of the routes value at r`value`
-/// toward its next hop: the program's verdict.
-fn leave_toward_next_hop(a: &mut Asm, value: u8) {
-    a.ops(&[
-        // struct bpf_redir_neigh at r10 - 28: family, next hop, zeros.
-        insn(MOV64_IMM, 1, 0, 0, AF_INET),
-        insn(STX_W, 10, 1, -28, 0),
-        insn(LDX_W, 1, value, hop::NEXT_HOP, 0),
-        insn(STX_W, 10, 1, -24, 0),
-        insn(MOV64_IMM, 1, 0, 0, 0),
-        insn(STX_W, 10, 1, -20, 0),
-        insn(STX_W, 10, 1, -16, 0),
-        insn(STX_W, 10, 1, -12, 0),
-        insn(LDX_W, 1, value, hop::DEVICE, 0),
-        insn(MOV64_REG, 2, 10, 0, 0),
-        insn(ADD64_IMM, 2, 0, 0, -28),
-        insn(MOV64_IMM, 3, 0, 0, 20),
-        insn(MOV64_IMM, 4, 0, 0, 0),
-        insn(CALL, 0, 0, 0, FUNC_REDIRECT_NEIGH),
-        insn(EXIT, 0, 0, 0, 0),
-    ]);
+/// How `bpf_redirect_neigh` finds the next hop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NextHop {
+    /// The routes value's own (host-gw: the peer, on the same segment).
+    Given,
+    /// The kernel's route to the packet's destination, bound to the
+    /// device: for an encapsulated packet, whose outer destination (the
+    /// peer) may be routers away.
+    Routed,
 }
 
-/// `bpf_redirect_neigh` out of the device of the routes value at r`value`
-/// as the kernel's routing table says (no next hop given: it looks the
-/// packet's destination up, bound to that device, and uses the gateway of
-/// the route it finds): the program's verdict. For an encapsulated packet,
-/// whose outer destination, the peer, may be routers away.
-fn leave_as_routed(a: &mut Asm, value: u8) {
+/// `bpf_redirect_neigh` out of the device of the routes value at r`value`,
+/// toward the next hop `next_hop` says: the program's verdict.
+fn leave_through(a: &mut Asm, value: u8, next_hop: NextHop) {
+    if next_hop == NextHop::Given {
+        a.ops(&[
+            // struct bpf_redir_neigh at r10 - 28: family, next hop, zeros.
+            insn(MOV64_IMM, 1, 0, 0, AF_INET),
+            insn(STX_W, 10, 1, -28, 0),
+            insn(LDX_W, 1, value, hop::NEXT_HOP, 0),
+            insn(STX_W, 10, 1, -24, 0),
+            insn(MOV64_IMM, 1, 0, 0, 0),
+            insn(STX_W, 10, 1, -20, 0),
+            insn(STX_W, 10, 1, -16, 0),
+            insn(STX_W, 10, 1, -12, 0),
+            insn(MOV64_REG, 2, 10, 0, 0),
+            insn(ADD64_IMM, 2, 0, 0, -28),
+            insn(MOV64_IMM, 3, 0, 0, 20),
+        ]);
+    } else {
+        a.ops(&[insn(MOV64_IMM, 2, 0, 0, 0), insn(MOV64_IMM, 3, 0, 0, 0)]);
+    }
     a.ops(&[
         insn(LDX_W, 1, value, hop::DEVICE, 0),
-        insn(MOV64_IMM, 2, 0, 0, 0),
-        insn(MOV64_IMM, 3, 0, 0, 0),
         insn(MOV64_IMM, 4, 0, 0, 0),
         insn(CALL, 0, 0, 0, FUNC_REDIRECT_NEIGH),
         insn(EXIT, 0, 0, 0, 0),
@@ -290,15 +298,11 @@ fn vxlan_encap(a: &mut Asm) {
         insn(STX_W, 7, 1, IP + 28, 0),
         insn(LDX_W, 1, 8, hop::VNI, 0),
         insn(STX_W, 7, 1, IP + 32, 0),
-        // Inner Ethernet: peer VTEP ← this VTEP, IPv4.
-        insn(LDX_W, 1, 8, hop::PEER_MAC, 0),
-        insn(STX_W, 7, 1, IP + 36, 0),
-        insn(LDX_H, 1, 8, hop::PEER_MAC + 4, 0),
-        insn(STX_H, 7, 1, IP + 40, 0),
-        insn(LDX_W, 1, 8, hop::LOCAL_MAC, 0),
-        insn(STX_W, 7, 1, IP + 42, 0),
-        insn(LDX_H, 1, 8, hop::LOCAL_MAC + 4, 0),
-        insn(STX_H, 7, 1, IP + 46, 0),
+    ]);
+    // Inner Ethernet: peer VTEP ← this VTEP, IPv4.
+    copy_mac(a, 8, hop::PEER_MAC, IP + 36);
+    copy_mac(a, 8, hop::LOCAL_MAC, IP + 42);
+    a.ops(&[
         insn(MOV32_IMM, 1, 0, 0, 0x0008),
         insn(STX_H, 7, 1, IP + 48, 0),
         // The outer header's checksum: the ones' complement sum of its
@@ -323,7 +327,7 @@ fn vxlan_encap(a: &mut Asm) {
     ]);
     // This host routes the inner packet: its TTL goes down by one.
     decrement_ttl(a, INNER_IP);
-    leave_as_routed(a, 8);
+    leave_through(a, 8, NextHop::Routed);
 }
 
 /// The program at the host ends and the bridge, over the network's map of
@@ -360,7 +364,7 @@ pub fn bridge_program(map_fd: RawFd, routes_fd: RawFd, gateway: [u8; 6]) -> Vec<
     a.op(insn(LDX_W, 1, 0, hop::KIND, 0))
         .jump(JEQ_IMM, 1, 0, hop::KIND_VXLAN, Label::At("vxlan"));
     decrement_ttl(&mut a, IP);
-    leave_toward_next_hop(&mut a, 0);
+    leave_through(&mut a, 0, NextHop::Given);
 
     a.here("vxlan");
     vxlan_encap(&mut a);
