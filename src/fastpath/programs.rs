@@ -314,14 +314,17 @@ fn vxlan_encap(a: &mut Asm) {
         insn(MOV64_IMM, 4, 0, 0, 20),
         insn(MOV64_IMM, 5, 0, 0, 0),
         insn(CALL, 0, 0, 0, FUNC_CSUM_DIFF),
-        insn(MOV64_REG, 1, 0, 0, 0),
-        insn(RSH64_IMM, 1, 0, 0, 16),
-        insn(AND64_IMM, 0, 0, 0, 0xffff),
-        insn(ADD64_REG, 0, 1, 0, 0),
-        insn(MOV64_REG, 1, 0, 0, 0),
-        insn(RSH64_IMM, 1, 0, 0, 16),
-        insn(AND64_IMM, 0, 0, 0, 0xffff),
-        insn(ADD64_REG, 0, 1, 0, 0),
+    ]);
+    // Two end-around carries: the first can itself carry once more.
+    for _ in 0..2 {
+        a.ops(&[
+            insn(MOV64_REG, 1, 0, 0, 0),
+            insn(RSH64_IMM, 1, 0, 0, 16),
+            insn(AND64_IMM, 0, 0, 0, 0xffff),
+            insn(ADD64_REG, 0, 1, 0, 0),
+        ]);
+    }
+    a.ops(&[
         insn(XOR64_IMM, 0, 0, 0, 0xffff),
         insn(STX_H, 7, 0, IP + 10, 0),
     ]);
