@@ -397,7 +397,7 @@ pub(super) fn detach(
     let before = publish::elements(&c);
     let ep = c.endpoints.remove(pos);
     refresh_ports(db, kernel, journal, &before, &c)?;
-    unplumb(kernel, c.netns.as_deref(), &ep)?;
+    unplumb(db, kernel, c.netns.as_deref(), &ep)?;
     db.release_leases(network, container)?;
     db.put_container(&c)?;
     Ok(c)
@@ -444,7 +444,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
         (Some(path), true) => {
             // Off the fast path while the host ends are still ports.
             for ep in &c.endpoints {
-                leave_fastpath(kernel, ep)?;
+                leave_fastpath(db, kernel, ep)?;
             }
             netns::remove(path)
                 .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
@@ -456,7 +456,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
         if dropped {
             unplumb_dropped(kernel, ep)?;
         } else {
-            unplumb(kernel, c.netns.as_deref(), ep)?;
+            unplumb(db, kernel, c.netns.as_deref(), ep)?;
         }
     }
     db.delete_container(name)?;

@@ -280,11 +280,15 @@ fn join_fastpath(host: &mut Rtnl, bridge: u32, ep: &Endpoint) {
 }
 
 /// Takes the endpoint off its network's shortcut, while its host end is
-/// still a port of the bridge.
-pub(super) fn leave_fastpath(kernel: &mut Kernel, ep: &Endpoint) -> Result<()> {
+/// still a port of the bridge. Nothing to ask the kernel when the network
+/// is off the fast path (it never had the program).
+pub(super) fn leave_fastpath(db: &Db, kernel: &mut Kernel, ep: &Endpoint) -> Result<()> {
     let Some(host_end) = ep.host_end() else {
         return Ok(());
     };
+    if db.network(&ep.network)?.is_some_and(|n| !n.fastpath()) {
+        return Ok(());
+    }
     for a in &ep.addresses {
         if let IpAddr::V4(ip) = a.addr() {
             crate::fastpath::leave(kernel.host()?, host_end, ip)
@@ -317,11 +321,12 @@ fn host_device(host: &mut Rtnl, net: &Network) -> Result<crate::netlink::Link> {
 /// container's namespace `netns` (nothing to do when that is gone), and its
 /// rate limits. Already gone is not an error.
 pub(super) fn unplumb(
+    db: &Db,
     kernel: &mut Kernel,
     netns: Option<&std::path::Path>,
     ep: &Endpoint,
 ) -> Result<()> {
-    leave_fastpath(kernel, ep)?;
+    leave_fastpath(db, kernel, ep)?;
     match ep.host_end() {
         Some(host_end) => kernel
             .host()?

@@ -55,7 +55,7 @@ impl Engine {
                 };
                 if gone {
                     for ep in &c.endpoints {
-                        let _ = unplumb(kernel, None, ep);
+                        let _ = unplumb(db, kernel, None, ep);
                     }
                     // An unpinned file a removal killed midway left behind
                     // would block a new container of the same name.

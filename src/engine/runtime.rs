@@ -353,7 +353,7 @@ fn detach_one(
         c.ports.clear();
     }
     refresh_ports(db, kernel, journal, &before, &c)?;
-    unplumb(kernel, c.netns.as_deref(), &ep)?;
+    unplumb(db, kernel, c.netns.as_deref(), &ep)?;
     db.release_leases(&ep.network, container)?;
     if c.endpoints.is_empty() {
         db.delete_container(container)?;
