@@ -13,6 +13,7 @@ pub mod fastpath;
 pub mod firewall;
 pub mod ipam;
 pub mod journal;
+pub mod linger;
 pub mod model;
 pub mod names;
 pub mod netlink;

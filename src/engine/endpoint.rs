@@ -328,9 +328,8 @@ pub(super) fn unplumb(
 ) -> Result<()> {
     leave_fastpath(db, kernel, ep)?;
     match ep.host_end() {
-        Some(host_end) => kernel
-            .host()?
-            .del_link(host_end)
+        // Unlisted now, freed by the kernel after this returns.
+        Some(host_end) => crate::linger::delete_link(host_end)
             .map_err(|e| Error::kernel(format!("delete veth {host_end}"), e))?,
         None => {
             if let Some(ns) = netns.and_then(|p| netns::open(p).ok()) {

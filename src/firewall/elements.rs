@@ -59,6 +59,11 @@ pub struct NfSocket {
 }
 
 impl NfSocket {
+    /// The socket's descriptor, to close elsewhere.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     pub fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2); the result is checked and owned below.
         let fd = unsafe {

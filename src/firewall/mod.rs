@@ -31,6 +31,19 @@ pub struct Firewall {
     /// The table was found current (or made) by this process: later
     /// network-level adds skip the probe.
     current: bool,
+    /// Elements were deleted through `socket`: closing it waits for the
+    /// kernel to free them.
+    deleted: bool,
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            if self.deleted {
+                crate::linger::close_later(socket.into_fd());
+            }
+        }
+    }
 }
 
 impl Firewall {
@@ -155,6 +168,7 @@ impl Firewall {
         if self.socket.is_none() {
             self.socket = Some(NfSocket::open()?);
         }
+        self.deleted |= !add;
         let mut sets: Vec<(&str, Vec<RawElement>)> = Vec::new();
         for e in elements {
             let (set, raw) = raw(e).expect("only publish elements take the netlink path");

@@ -1,0 +1,66 @@
+//! The kernel's after-work left to a process of rete's own (src/linger.rs):
+//! a deleted link is gone when `delete_link` returns, a missing one is no
+//! error, and a descriptor given to `close_later` does get closed.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use common::*;
+
+/// The names of the host namespace's links.
+fn links(lab: &Lab) -> Vec<String> {
+    lab.sh_host("ip -o link show")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn a_deleted_link_is_gone_on_return() {
+    require_root!();
+    let lab = Lab::new("linger");
+    lab.sh_host(
+        "ip link add lg-br type bridge && ip link set lg-br up && \
+         ip link add lg-a master lg-br up type veth peer name lg-b",
+    );
+    assert!(links(&lab).contains(&"lg-a".to_string()));
+    in_ns(&lab.host, || rete::linger::delete_link("lg-a")).expect("delete lg-a");
+    // Both ends, at once: no waiting for the kernel's teardown here.
+    let now = links(&lab);
+    assert!(!now.iter().any(|l| l == "lg-a" || l == "lg-b"), "{now:?}");
+    // Already gone, and never there: not an error.
+    in_ns(&lab.host, || rete::linger::delete_link("lg-a")).expect("delete lg-a again");
+    in_ns(&lab.host, || rete::linger::delete_link("lg-none")).expect("delete lg-none");
+    // A link that cannot be deleted this way: the kernel's error comes back.
+    let e = in_ns(&lab.host, || rete::linger::delete_link("lo")).unwrap_err();
+    assert!(e.raw_os_error().is_some(), "{e}");
+    assert!(links(&lab).contains(&"lg-br".to_string()));
+}
+
+#[test]
+fn a_descriptor_closed_later_is_closed() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors owned here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    rete::linger::close_later(write);
+    // The read end sees the end of the pipe once the last copy of the
+    // write end, the lingering process's, is closed.
+    let mut pfd = libc::pollfd {
+        fd: read.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; bounded wait.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "the write end is still open after 10 s");
+    let mut buf = Vec::new();
+    std::fs::File::from(read)
+        .read_to_end(&mut buf)
+        .expect("read to the end");
+    assert!(buf.is_empty());
+}
