@@ -1,9 +1,12 @@
 //! Network namespaces: create one pinned at a path (where `ip netns` looks),
-//! open, enter on a throwaway thread, remove.
+//! open, enter for the length of a call, remove.
 //!
-//! Entering a namespace changes only the calling thread, so every function
-//! here that needs to be inside one spawns a scoped thread for it; the
-//! caller's thread never changes namespace.
+//! Entering a namespace changes only the calling thread. The functions here
+//! that need to be inside one enter it and put the thread back in its own
+//! namespace before they return, also when the work inside panics; a thread
+//! that cannot be put back ends the process rather than go on in the wrong
+//! namespace. (A throwaway thread would do the same without the switch back,
+//! at ~0.1 ms a thread against ~8 µs for the two switches.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -12,16 +15,31 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-/// Runs `f` on a thread that has entered the network namespace `ns`.
-pub fn run_in<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> io::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            setns(ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace worker thread panicked")))
-    })
+/// The calling thread's own namespace, to go back to when dropped.
+struct Home(File);
+
+impl Home {
+    /// Remembers the thread's namespace, then runs `enter` to leave it.
+    fn leave_by(enter: impl FnOnce() -> nix::Result<()>) -> io::Result<Home> {
+        let home = Home(File::open("/proc/thread-self/ns/net")?);
+        enter()?;
+        Ok(home)
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if setns(&self.0, CloneFlags::CLONE_NEWNET).is_err() {
+            eprintln!("rete: cannot return to its own network namespace; stopping");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs `f` with the calling thread inside the network namespace `ns`.
+pub fn run_in<T>(ns: &File, f: impl FnOnce() -> T) -> io::Result<T> {
+    let _home = Home::leave_by(|| setns(ns, CloneFlags::CLONE_NEWNET))?;
+    Ok(f())
 }
 
 /// Creates a new network namespace and pins it by bind-mounting it on `path`.
@@ -32,20 +50,15 @@ pub fn create(path: &Path) -> io::Result<File> {
         fs::create_dir_all(dir)?;
     }
     OpenOptions::new().write(true).create_new(true).open(path)?;
-    let pinned = std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<()> {
-            unshare(CloneFlags::CLONE_NEWNET)?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
-            Ok(())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace worker thread panicked")))
+    let pinned = Home::leave_by(|| unshare(CloneFlags::CLONE_NEWNET)).and_then(|_home| {
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
     });
     if let Err(e) = pinned {
         let _ = fs::remove_file(path);

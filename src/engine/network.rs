@@ -592,9 +592,7 @@ fn remove(
     // failure is mended by running it again.
     if net.driver == Driver::Bridge {
         kernel.firewall().delete(&network_elements(&net))?;
-        kernel
-            .host()?
-            .del_link(&net.bridge)
+        crate::linger::delete_link(&net.bridge)
             .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
     }
     db.delete_network(name)?;
