@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::net::IpAddr;
+
 use common::*;
 
 /// Bytes the host end of `container`'s veth has sent toward it.
@@ -100,6 +102,101 @@ fn traffic_between_containers_skips_the_bridge() {
     lab.rete_ok(&["network", "rm", "fast", "slow"]);
     let links = lab.host_links();
     assert!(!links.iter().any(|l| l.starts_with("rete")), "{links:?}");
+}
+
+#[test]
+fn published_ports_from_the_uplink_skip_the_host() {
+    require_root!();
+    let lab = Lab::new("fastpath-pub");
+    for (net, subnet, opt) in [
+        ("fast", "10.75.0.0/24", "fastpath=true"),
+        ("slow", "10.76.0.0/24", "fastpath=false"),
+    ] {
+        lab.rete_ok(&[
+            "network",
+            "create",
+            net,
+            "--subnet",
+            subnet,
+            "-o",
+            opt,
+            "--disable-dns",
+        ]);
+    }
+    lab.rete_ok(&[
+        "create",
+        "web",
+        "--network",
+        "fast",
+        "-p",
+        "8080:7300",
+        "-p",
+        "9090:7301/udp",
+    ]);
+    lab.rete_ok(&["create", "old", "--network", "slow", "-p", "8081:7300"]);
+    let uplink: IpAddr = UPLINK_HOST.parse().unwrap();
+    let at = |ip: IpAddr, port: u16| std::net::SocketAddr::new(ip, port);
+
+    // From the outside through the published port: all of it arrives,
+    // none of it out of web's host end (the host did not forward it).
+    let web = lab.addr_of("web", "fast", false);
+    let before = toward(&lab, "web");
+    let got = transfer_via(
+        &lab.outside,
+        &lab.container_ns("web"),
+        at(web, 7300),
+        at(uplink, 8080),
+    );
+    assert_eq!(got, BULK);
+    let crossed = toward(&lab, "web") - before;
+    assert!(
+        crossed < (BULK / 10) as u64,
+        "{crossed} of {BULK} bytes went out of web's host end: not on the shortcut"
+    );
+    // UDP too; the answer comes back from the host's address and port (the
+    // client's socket is connected to them) and the server saw the client's.
+    let udp = Server::udp(&lab.container_ns("web"), web, 7301, "udp", 3);
+    let answer = in_ns(&lab.outside, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(at(uplink, 9090)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        (0..3).find_map(|_| {
+            s.send(b"ping").ok()?;
+            let n = s.recv(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+    });
+    assert_eq!(answer, Some(format!("udp {UPLINK_OUTSIDE}")));
+    // The servers hold their namespaces until dropped.
+    drop(udp);
+
+    // Off the shortcut: the host's DNAT and the bridge, as before.
+    let old = lab.addr_of("old", "slow", false);
+    let before = toward(&lab, "old");
+    let got = transfer_via(
+        &lab.outside,
+        &lab.container_ns("old"),
+        at(old, 7300),
+        at(uplink, 8081),
+    );
+    assert_eq!(got, BULK);
+    assert!(toward(&lab, "old") - before >= BULK as u64);
+
+    // Removed, the port answers no more.
+    lab.rete_ok(&["rm", "web"]);
+    let tcp = Server::tcp(&lab.container_ns("old"), old, 7300, "old", 1);
+    assert_eq!(tcp_get(&lab.outside, uplink, 8080), None);
+    drop(tcp);
+    lab.rete_ok(&["rm", "old"]);
+    lab.rete_ok(&["network", "rm", "fast", "slow"]);
+    assert!(
+        !lab.sh_host("tc filter show dev uplink ingress")
+            .contains("rete_pub"),
+        "the publish program stays on the uplink"
+    );
+    assert_no_residue(&lab);
 }
 
 #[test]

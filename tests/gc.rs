@@ -279,7 +279,17 @@ fn gc_releases_a_runtime_namespace_whose_pin_lost_its_mount() {
 fn gc_and_firewall_reload_restore_a_flushed_table() {
     require_root!();
     let lab = Lab::new("gc-flush");
-    lab.rete_ok(&["network", "create", "web", "--subnet", "10.70.0.0/24"]);
+    // Off the shortcut, which would carry the published port past a
+    // flushed firewall (tests/fastpath.rs).
+    lab.rete_ok(&[
+        "network",
+        "create",
+        "web",
+        "--subnet",
+        "10.70.0.0/24",
+        "--opt",
+        "fastpath=false",
+    ]);
     lab.rete_ok(&["create", "a", "--network", "web", "-p", "8080:80"]);
     let addr = lab.addr_of("a", "web", false);
     let uplink: IpAddr = UPLINK_HOST.parse().unwrap();

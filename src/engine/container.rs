@@ -416,7 +416,7 @@ pub(super) fn refresh_ports(
     if before == after.as_slice() {
         return Ok(());
     }
-    kernel.firewall().delete(before)?;
+    kernel.firewall_delete(db, before)?;
     journal.record(Undo::Elements(after.clone()))?;
     kernel.firewall_add(db, &after)
 }
@@ -435,7 +435,7 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
     exec::end_processes(&c);
     let elements = publish::elements(&c);
     if !elements.is_empty() {
-        kernel.firewall().delete(&elements)?;
+        kernel.firewall_delete(db, &elements)?;
     }
     // The namespace goes before the veths: a removal killed in between then
     // leaves either a whole container or one whose namespace is gone, which

@@ -5,7 +5,10 @@ use crate::config::Paths;
 use crate::error::{Error, Result};
 use crate::firewall::{Element, Firewall};
 use crate::journal::Undo;
-use crate::model::{Driver, Network};
+use std::net::IpAddr;
+
+use crate::fastpath::Published;
+use crate::model::{Driver, Network, Protocol};
 use crate::netlink::Rtnl;
 use crate::netns;
 use crate::store::Db;
@@ -41,7 +44,72 @@ impl Kernel {
     /// Adds firewall elements; a table that had vanished (flushed by
     /// someone) is recreated and refilled from the store first.
     pub fn firewall_add(&mut self, db: &Db, elements: &[Element]) -> Result<()> {
-        self.firewall().add(elements, || all_elements(db))
+        self.firewall().add(elements, || all_elements(db))?;
+        self.shortcut_published(db, elements, true);
+        Ok(())
+    }
+
+    /// Deletes firewall elements (those already gone are skipped).
+    pub fn firewall_delete(&mut self, db: &Db, elements: &[Element]) -> Result<()> {
+        self.shortcut_published(db, elements, false);
+        self.firewall().delete(elements)
+    }
+
+    /// Puts the published ports among `elements` on (or takes them off)
+    /// the fast path of their container's network: IPv4 TCP and UDP to a
+    /// container of a network with the shortcut. Best effort, as the
+    /// shortcut is: the firewall's DNAT takes what it does not.
+    fn shortcut_published(&mut self, db: &Db, elements: &[Element], add: bool) {
+        let published: Vec<(IpAddr, Published)> = elements
+            .iter()
+            .filter_map(|e| match *e {
+                Element::Publish {
+                    host_ip: IpAddr::V4(host),
+                    protocol,
+                    host_port,
+                    target: target @ IpAddr::V4(container),
+                    target_port,
+                } => Some((
+                    target,
+                    Published {
+                        host,
+                        host_port,
+                        protocol: match protocol {
+                            Protocol::Tcp => 6,
+                            Protocol::Udp => 17,
+                            Protocol::Sctp => return None,
+                        },
+                        container,
+                        container_port: target_port,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if published.is_empty() {
+            return;
+        }
+        let Ok(networks) = db.networks() else {
+            return;
+        };
+        // Internal networks are cut off from the uplink by the firewall:
+        // they keep to its verdict.
+        for net in networks.iter().filter(|n| n.fastpath() && !n.internal) {
+            let here: Vec<Published> = published
+                .iter()
+                .filter(|(t, _)| net.subnets.iter().any(|s| s.subnet.contains(t)))
+                .map(|(_, p)| *p)
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let Ok(host) = self.host() else {
+                return;
+            };
+            if let Ok(Some(bridge)) = host.link(&net.bridge) {
+                let _ = crate::fastpath::publish(host, bridge.index, &here, add);
+            }
+        }
     }
 
     /// Drops the firewall handle after its table was removed.

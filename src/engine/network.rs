@@ -592,6 +592,12 @@ fn remove(
     // failure is mended by running it again.
     if net.driver == Driver::Bridge {
         kernel.firewall().delete(&network_elements(&net))?;
+        if net.fastpath() {
+            let host = kernel.host()?;
+            if let Ok(Some(bridge)) = host.link(&net.bridge) {
+                let _ = crate::fastpath::unpublish_network(host, bridge.index);
+            }
+        }
         crate::linger::delete_link(&net.bridge)
             .map_err(|e| Error::kernel(format!("delete bridge {}", net.bridge), e))?;
     }

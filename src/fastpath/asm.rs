@@ -43,6 +43,7 @@ pub const OR64_IMM: u8 = 0x47;
 pub const XOR64_IMM: u8 = 0xa7;
 pub const RSH64_IMM: u8 = 0x77;
 pub const ADD64_REG: u8 = 0x0f;
+pub const OR64_REG: u8 = 0x4f;
 /// Byte swap to big-endian (`imm` bits wide).
 pub const TO_BE: u8 = 0xdc;
 pub const LDX_W: u8 = 0x61;
@@ -58,6 +59,8 @@ pub const JLT_IMM: u8 = 0xa5;
 pub const JNE_IMM: u8 = 0x55;
 pub const JNE_REG: u8 = 0x5d;
 pub const JEQ_IMM: u8 = 0x15;
+/// Jump always.
+pub const JA: u8 = 0x05;
 pub const CALL: u8 = 0x85;
 pub const EXIT: u8 = 0x95;
 pub const LD_IMM64: u8 = 0x18;
@@ -66,7 +69,7 @@ pub const LD_IMM64: u8 = 0x18;
 pub fn is_jump(code: u8) -> bool {
     matches!(
         code,
-        JGT_REG | JGT_IMM | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM | JLT_IMM
+        JGT_REG | JGT_IMM | JNE_IMM | JNE_REG | JEQ_IMM | JLE_IMM | JLT_IMM | JA
     )
 }
 

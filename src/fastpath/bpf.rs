@@ -22,6 +22,7 @@ const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// Required of an LPM trie.
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
@@ -34,6 +35,14 @@ const VALUE_SIZE: usize = 12;
 
 /// Other hosts a cluster network's routes map can hold.
 const MAX_ROUTES: u32 = 4096;
+
+/// Published ports a network's ports map can hold (host address, port and
+/// protocol each).
+const MAX_PORTS: u32 = 16384;
+
+/// Connections through published ports a network's flows map remembers;
+/// the least recently used go first.
+const MAX_FLOWS: u32 = 65536;
 
 fn bpf(cmd: i32, attr: &mut [u8]) -> io::Result<i64> {
     // SAFETY: `attr` is a zero-padded `union bpf_attr` of `attr.len()`
@@ -311,6 +320,88 @@ impl Routes {
             self.0.delete(&k)?;
         }
         Ok(())
+    }
+}
+
+/// A network's published ports taken past the host's stack: (host
+/// address, port, protocol) → (container address, port). See
+/// [`port`] for the layout.
+pub struct Ports(pub(super) Map);
+
+/// Layouts of the ports map's keys and values, and of the flows map's,
+/// as the programs read them (addresses and ports in network order).
+pub mod port {
+    /// Key: host address (4), port (2), protocol (1), zero (1).
+    pub const KEY_SIZE: usize = 8;
+    /// Value: container address (4), port (2), zero (2).
+    pub const VALUE_SIZE: usize = 8;
+    /// Flow key: container address (4), client address (4), container
+    /// port (2), client port (2), protocol (1), zeros (3).
+    pub const FLOW_KEY_SIZE: usize = 16;
+    /// Flow value: host address (4), host port (2), zero (2), the device
+    /// the connection arrived on (4).
+    pub const FLOW_VALUE_SIZE: usize = 12;
+}
+
+/// One published port, IPv4, TCP (6) or UDP (17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub host: Ipv4Addr,
+    pub host_port: u16,
+    pub protocol: u8,
+    pub container: Ipv4Addr,
+    pub container_port: u16,
+}
+
+impl Ports {
+    pub fn create(name: &str) -> io::Result<Ports> {
+        Map::create_as(
+            BPF_MAP_TYPE_HASH,
+            port::KEY_SIZE as u32,
+            port::VALUE_SIZE as u32,
+            MAX_PORTS,
+            0,
+            name,
+        )
+        .map(Ports)
+    }
+
+    fn key(p: &Published) -> [u8; port::KEY_SIZE] {
+        let mut key = [0u8; port::KEY_SIZE];
+        key[..4].copy_from_slice(&p.host.octets());
+        key[4..6].copy_from_slice(&p.host_port.to_be_bytes());
+        key[6] = p.protocol;
+        key
+    }
+
+    pub fn insert(&self, p: &Published) -> io::Result<()> {
+        let mut value = [0u8; port::VALUE_SIZE];
+        value[..4].copy_from_slice(&p.container.octets());
+        value[4..6].copy_from_slice(&p.container_port.to_be_bytes());
+        self.0.update(&Self::key(p), &value)
+    }
+
+    /// Forgets `p`; one that is not there is not an error.
+    pub fn remove(&self, p: &Published) -> io::Result<()> {
+        self.0.delete(&Self::key(p))
+    }
+}
+
+/// A network's connections through published ports: what the reply
+/// path needs to give a container's answers the host's address and port.
+pub struct Flows(pub(super) Map);
+
+impl Flows {
+    pub fn create(name: &str) -> io::Result<Flows> {
+        Map::create_as(
+            BPF_MAP_TYPE_LRU_HASH,
+            port::FLOW_KEY_SIZE as u32,
+            port::FLOW_VALUE_SIZE as u32,
+            MAX_FLOWS,
+            0,
+            name,
+        )
+        .map(Flows)
     }
 }
 

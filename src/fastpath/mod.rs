@@ -48,8 +48,8 @@ mod programs;
 use std::io;
 use std::net::Ipv4Addr;
 
-pub use bpf::{Hop, Routes};
-use bpf::{Map, Program};
+use bpf::{Flows, Map, Ports, Program};
+pub use bpf::{Hop, Published, Routes};
 
 use crate::netlink::{Link, Rtnl};
 
@@ -61,6 +61,21 @@ pub const ROUTED_NAME: &str = "rete_routed";
 
 /// The name of the map of other hosts' subnets.
 const ROUTES_NAME: &str = "rete_routes";
+
+/// The names of a network's maps of published ports and of the
+/// connections through them.
+const PORTS_NAME: &str = "rete_ports";
+const FLOWS_NAME: &str = "rete_flows";
+
+/// The publish program's filter priority on the uplink: before the routed
+/// program's, both passing what is not theirs.
+const PUBLISH_PRIORITY: u16 = 0x7e7d;
+
+/// The name of the publish program of the network on bridge `bridge`, on
+/// the uplink (one per network).
+fn publish_name(bridge: u32) -> String {
+    format!("rete_pub{bridge}")
+}
 
 /// The routed program's filter priority on a device rete does not own
 /// (above the `pref 1` other tools take by default).
@@ -99,10 +114,70 @@ fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<(Program, Map)> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
     let map = Map::create(PROG_NAME)?;
     let routes = Routes::create(ROUTES_NAME)?;
-    let insns = programs::bridge_program(map.fd(), routes.0.fd(), gateway);
+    let ports = Ports::create(PORTS_NAME)?;
+    let flows = Flows::create(FLOWS_NAME)?;
+    let insns = programs::bridge_program(
+        map.fd(),
+        routes.0.fd(),
+        (ports.0.fd(), flows.0.fd()),
+        gateway,
+    );
     let prog = Program::load(&insns, PROG_NAME)?;
     host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
+    // Best effort: without it, published ports take the host's DNAT.
+    let _ = let_in_published(host, bridge, (&ports, &flows, &map), gateway);
     Ok((prog, map))
+}
+
+/// Puts the network's publish program at the ingress of the host's uplink
+/// (the device of its default route), replacing one a previous run left.
+fn let_in_published(
+    host: &mut Rtnl,
+    bridge: u32,
+    (ports, flows, map): (&Ports, &Flows, &Map),
+    gateway: [u8; 6],
+) -> io::Result<()> {
+    let Some(uplink) = host.default_route_link()? else {
+        return Ok(());
+    };
+    let name = publish_name(bridge);
+    let insns = programs::publish_program(ports.0.fd(), flows.0.fd(), map.fd(), gateway);
+    let prog = Program::load(&insns, &name)?;
+    host.detach_ingress_program(uplink.index, &name)?;
+    host.attach_ingress_program_at(uplink.index, PUBLISH_PRIORITY, prog.fd(), &name)
+}
+
+/// Adds (or, with `add` false, removes) published ports of the network on
+/// bridge `bridge` to its shortcut, which takes their traffic from the
+/// uplink straight to the containers. Nothing to do for a network without
+/// a fast path program, or one from before published ports had one.
+pub fn publish(host: &mut Rtnl, bridge: u32, ports: &[Published], add: bool) -> io::Result<()> {
+    let map = if add {
+        let (prog, _) = of_bridge(host, bridge)?;
+        Map::of_program(&prog, PORTS_NAME)?
+    } else {
+        map_of_bridge(host, bridge, PORTS_NAME)?
+    };
+    let Some(map) = map.map(Ports) else {
+        return Ok(());
+    };
+    for p in ports {
+        if add {
+            map.insert(p)?;
+        } else {
+            map.remove(p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the publish program of the network on bridge `bridge` off the
+/// uplink, before the network goes (nothing to do when it has none).
+pub fn unpublish_network(host: &mut Rtnl, bridge: u32) -> io::Result<()> {
+    match host.default_route_link()? {
+        Some(uplink) => host.detach_ingress_program(uplink.index, &publish_name(bridge)),
+        None => Ok(()),
+    }
 }
 
 fn mac_of(link: &Link) -> Option<[u8; 6]> {

@@ -14,6 +14,11 @@ const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 // Helpers.
 const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_MAP_UPDATE_ELEM: i32 = 2;
+const FUNC_SKB_STORE_BYTES: i32 = 9;
+const FUNC_L3_CSUM_REPLACE: i32 = 10;
+const FUNC_L4_CSUM_REPLACE: i32 = 11;
+const FUNC_FIB_LOOKUP: i32 = 69;
 const FUNC_GET_PRANDOM_U32: i32 = 7;
 const FUNC_CSUM_DIFF: i32 = 28;
 const FUNC_GET_HASH_RECALC: i32 = 34;
@@ -24,8 +29,18 @@ const FUNC_REDIRECT_PEER: i32 = 155;
 /// AF_INET, as `struct bpf_redir_neigh` wants the next hop's family.
 const AF_INET: i32 = 2;
 
+// bpf_l4_csum_replace flags: the field is in the pseudo-header; a UDP
+// checksum of 0 (none) stays 0.
+const F_PSEUDO_HDR: i32 = 1 << 4;
+const F_MARK_MANGLED_0: i32 = 1 << 5;
+
+/// bpf_fib_lookup's answer for a destination this host does not forward:
+/// one of its own addresses (or a broadcast).
+const FIB_NOT_FORWARDED: i32 = 4;
+
 // struct __sk_buff offsets.
 const SKB_LEN: i16 = 0;
+const SKB_INGRESS_IFINDEX: i16 = 36;
 const SKB_PKT_TYPE: i16 = 4;
 const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_DATA: i16 = 76;
@@ -333,18 +348,309 @@ fn vxlan_encap(a: &mut Asm) {
     leave_through(a, 8, NextHop::Routed);
 }
 
+// The published-port path's stack: the ports key at r10 - 64 (host
+// address, port, protocol, 0), the flow key at r10 - 80 (container
+// address, client address, container port, client port, protocol, 0 0 0),
+// the flow value at r10 - 96 (host address, host port, 0 0, device), the
+// device to redirect to at r10 - 100, and a struct bpf_fib_lookup at
+// r10 - 164.
+const PORT_KEY: i16 = -64;
+const FLOW_KEY: i16 = -80;
+const FLOW_VALUE: i16 = -96;
+const REDIRECT_TO: i16 = -100;
+const FIB: i16 = -164;
+
+/// Passes all but unfragmented IPv4 TCP and UDP without IP options (the
+/// IPv4 header at `IP`); leaves the protocol in r4. `to` is where the
+/// others go.
+fn tcp_or_udp(a: &mut Asm, to: Label) {
+    a.op(insn(LDX_B, 4, 7, IP, 0))
+        .jump(JNE_IMM, 4, 0, 0x45, to)
+        .op(insn(LDX_H, 4, 7, IP + 6, 0))
+        .op(insn(AND64_IMM, 4, 0, 0, 0xff3f))
+        .jump(JNE_IMM, 4, 0, 0, to)
+        .op(insn(LDX_B, 4, 7, IP + 8, 0))
+        .jump(JLE_IMM, 4, 0, 1, to)
+        .op(insn(LDX_B, 4, 7, IP + 9, 0))
+        // TCP (6) goes on past the next jump.
+        .op(insn(JEQ_IMM, 4, 0, 1, 6))
+        .jump(JNE_IMM, 4, 0, 17, to);
+}
+
+/// Network address translation of the packet: the address at `addr_at`
+/// and the port at `port_at` (in the frame) from the values at r10 +
+/// `old_addr`/`old_port` to those at r10 + `new_addr`/`new_port`, with the
+/// IPv4 and TCP/UDP checksums, through the kernel's helpers (which know
+/// how the checksums are offloaded). The protocol is the flow key's.
+/// Packet pointers are invalid afterwards.
+fn translate(a: &mut Asm, (addr_at, port_at): (i16, i16), old: (i16, i16), new: (i16, i16)) {
+    let (old_addr, old_port) = old;
+    let (new_addr, new_port) = new;
+    a.ops(&[
+        // r9: the L4 checksum's offset, r8: the extra flags, for TCP; then
+        // for UDP.
+        insn(LDX_B, 1, 10, FLOW_KEY + 12, 0),
+        insn(MOV64_IMM, 9, 0, 0, IP as i32 + 20 + 16),
+        insn(MOV64_IMM, 8, 0, 0, 0),
+        insn(JNE_IMM, 1, 0, 2, 17),
+        insn(MOV64_IMM, 9, 0, 0, IP as i32 + 20 + 6),
+        insn(MOV64_IMM, 8, 0, 0, F_MARK_MANGLED_0),
+        // The address, in the pseudo-header.
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_REG, 2, 9, 0, 0),
+        insn(LDX_W, 3, 10, old_addr, 0),
+        insn(LDX_W, 4, 10, new_addr, 0),
+        insn(MOV64_IMM, 5, 0, 0, F_PSEUDO_HDR | 4),
+        insn(OR64_REG, 5, 8, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_L4_CSUM_REPLACE),
+        // The port.
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_REG, 2, 9, 0, 0),
+        insn(LDX_H, 3, 10, old_port, 0),
+        insn(LDX_H, 4, 10, new_port, 0),
+        insn(MOV64_IMM, 5, 0, 0, 2),
+        insn(OR64_REG, 5, 8, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_L4_CSUM_REPLACE),
+        // The IPv4 header's checksum.
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_IMM, 2, 0, 0, IP as i32 + 10),
+        insn(LDX_W, 3, 10, old_addr, 0),
+        insn(LDX_W, 4, 10, new_addr, 0),
+        insn(MOV64_IMM, 5, 0, 0, 4),
+        insn(CALL, 0, 0, 0, FUNC_L3_CSUM_REPLACE),
+        // The fields themselves.
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_IMM, 2, 0, 0, addr_at as i32),
+        insn(MOV64_REG, 3, 10, 0, 0),
+        insn(ADD64_IMM, 3, 0, 0, new_addr as i32),
+        insn(MOV64_IMM, 4, 0, 0, 4),
+        insn(MOV64_IMM, 5, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_SKB_STORE_BYTES),
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_IMM, 2, 0, 0, port_at as i32),
+        insn(MOV64_REG, 3, 10, 0, 0),
+        insn(ADD64_IMM, 3, 0, 0, new_port as i32),
+        insn(MOV64_IMM, 4, 0, 0, 2),
+        insn(MOV64_IMM, 5, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_SKB_STORE_BYTES),
+    ]);
+}
+
+/// The reply side of a published port, at the head of the bridge program:
+/// a TCP or UDP packet a container sends to the gateway's MAC that
+/// belongs to a connection the publish program let in (its flow) leaves
+/// with the host's address and port as its source, TTL − 1, out of the
+/// device the connection came in on, toward the client (the kernel's
+/// route and neighbour give the MACs). Anything else goes to `next`.
+fn published_reply(
+    a: &mut Asm,
+    (ports_fd, flows_fd): (RawFd, RawFd),
+    gateway: [u8; 6],
+    next: Label,
+) {
+    let (gw_word, gw_half) = mac_words(gateway);
+    a.ops(&[insn(LDX_W, 1, 7, 0, 0), insn(MOV32_IMM, 2, 0, 0, gw_word)])
+        .jump(JNE_REG, 1, 2, 0, next)
+        .ops(&[insn(LDX_H, 1, 7, 4, 0), insn(MOV32_IMM, 2, 0, 0, gw_half)])
+        .jump(JNE_REG, 1, 2, 0, next);
+    tcp_or_udp(a, next);
+    a.ops(&[
+        insn(LDX_W, 1, 7, IP + 12, 0),
+        insn(STX_W, 10, 1, FLOW_KEY, 0),
+        insn(LDX_W, 1, 7, IP + 16, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 4, 0),
+        insn(LDX_H, 1, 7, IP + 20, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 8, 0),
+        insn(LDX_H, 1, 7, IP + 22, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 10, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 12, 0),
+        insn(STX_B, 10, 4, FLOW_KEY + 12, 0),
+    ]);
+    lookup(a, flows_fd, FLOW_KEY as i32, next);
+    a.ops(&[
+        insn(LDX_W, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, FLOW_VALUE, 0),
+        insn(LDX_W, 1, 0, 4, 0),
+        insn(STX_W, 10, 1, FLOW_VALUE + 4, 0),
+        insn(LDX_W, 1, 0, 8, 0),
+        insn(STX_W, 10, 1, REDIRECT_TO, 0),
+        // Still published, to this container and port: (host address,
+        // port, protocol), or (every address, port, protocol).
+        insn(LDX_W, 1, 10, FLOW_VALUE, 0),
+        insn(STX_W, 10, 1, PORT_KEY, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, PORT_KEY + 4, 0),
+        insn(LDX_H, 1, 10, FLOW_VALUE + 4, 0),
+        insn(STX_H, 10, 1, PORT_KEY + 4, 0),
+        insn(LDX_B, 1, 10, FLOW_KEY + 12, 0),
+        insn(STX_B, 10, 1, PORT_KEY + 6, 0),
+    ]);
+    lookup(a, ports_fd, PORT_KEY as i32, Label::At("reply_any"));
+    a.jump(JA, 0, 0, 0, Label::At("reply_check"));
+    a.here("reply_any")
+        .ops(&[insn(MOV64_IMM, 1, 0, 0, 0), insn(STX_W, 10, 1, PORT_KEY, 0)]);
+    lookup(a, ports_fd, PORT_KEY as i32, next);
+    a.here("reply_check")
+        .ops(&[insn(LDX_W, 1, 0, 0, 0), insn(LDX_W, 2, 10, FLOW_KEY, 0)])
+        .jump(JNE_REG, 1, 2, 0, next)
+        .ops(&[insn(LDX_H, 1, 0, 4, 0), insn(LDX_H, 2, 10, FLOW_KEY + 8, 0)])
+        .jump(JNE_REG, 1, 2, 0, next);
+    decrement_ttl(a, IP);
+    translate(
+        a,
+        (IP + 12, IP + 20),
+        (FLOW_KEY, FLOW_KEY + 8),
+        (FLOW_VALUE, FLOW_VALUE + 4),
+    );
+    a.ops(&[
+        insn(LDX_W, 1, 10, REDIRECT_TO, 0),
+        insn(MOV64_IMM, 2, 0, 0, 0),
+        insn(MOV64_IMM, 3, 0, 0, 0),
+        insn(MOV64_IMM, 4, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_REDIRECT_NEIGH),
+        insn(EXIT, 0, 0, 0, 0),
+    ]);
+}
+
+/// The publish program, at the ingress of the host's uplink, over the
+/// network's ports (`ports_fd`), flows (`flows_fd`) and containers
+/// (`map_fd`): an unfragmented TCP or UDP packet for this host's MAC, to
+/// a published (host address, port) — the address one of this host's when
+/// the port is published on every address — and a container on the fast
+/// path, is let in as the host's DNAT and forwarding would: its flow is
+/// remembered for the reply, its destination becomes the container's
+/// address and port, TTL − 1, the container's MAC ← the gateway's, and it
+/// goes straight into the container's namespace. Anything else passes.
+pub fn publish_program(
+    ports_fd: RawFd,
+    flows_fd: RawFd,
+    map_fd: RawFd,
+    gateway: [u8; 6],
+) -> Vec<Insn> {
+    let mut a = Asm::default();
+    ipv4_frame(&mut a, IP as i32 + 24);
+    for_this_host(&mut a);
+    tcp_or_udp(&mut a, Label::Pass);
+    a.ops(&[
+        insn(LDX_W, 1, 7, IP + 16, 0),
+        insn(STX_W, 10, 1, PORT_KEY, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, PORT_KEY + 4, 0),
+        insn(LDX_H, 1, 7, IP + 22, 0),
+        insn(STX_H, 10, 1, PORT_KEY + 4, 0),
+        insn(STX_B, 10, 4, PORT_KEY + 6, 0),
+    ]);
+    lookup(&mut a, ports_fd, PORT_KEY as i32, Label::At("any"));
+    a.op(insn(MOV64_REG, 8, 0, 0, 0))
+        .jump(JA, 0, 0, 0, Label::At("found"));
+    // Published on every address: the destination must be one of this
+    // host's (as the firewall's `fib daddr type local`).
+    a.here("any")
+        .ops(&[insn(MOV64_IMM, 1, 0, 0, 0), insn(STX_W, 10, 1, PORT_KEY, 0)]);
+    lookup(&mut a, ports_fd, PORT_KEY as i32, Label::Pass);
+    a.op(insn(MOV64_REG, 8, 0, 0, 0));
+    a.op(insn(MOV64_IMM, 1, 0, 0, 0));
+    for off in (0..64).step_by(4) {
+        a.op(insn(STX_W, 10, 1, FIB + off, 0));
+    }
+    a.ops(&[
+        insn(MOV64_IMM, 1, 0, 0, AF_INET),
+        insn(STX_B, 10, 1, FIB, 0),
+        insn(LDX_W, 1, 6, SKB_INGRESS_IFINDEX, 0),
+        insn(STX_W, 10, 1, FIB + 8, 0),
+        insn(LDX_W, 1, 7, IP + 12, 0),
+        insn(STX_W, 10, 1, FIB + 16, 0),
+        insn(LDX_W, 1, 7, IP + 16, 0),
+        insn(STX_W, 10, 1, FIB + 32, 0),
+        insn(MOV64_REG, 1, 6, 0, 0),
+        insn(MOV64_REG, 2, 10, 0, 0),
+        insn(ADD64_IMM, 2, 0, 0, FIB as i32),
+        insn(MOV64_IMM, 3, 0, 0, 64),
+        insn(MOV64_IMM, 4, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_FIB_LOOKUP),
+    ])
+    .jump(JNE_IMM, 0, 0, FIB_NOT_FORWARDED, Label::Pass);
+    // The fib lookup may have moved the frame: reach it again.
+    frame(&mut a, IP as i32 + 24, Label::Pass);
+
+    a.here("found").ops(&[
+        // The flow: container address and port from the ports value (r8),
+        // the client's from the packet.
+        insn(LDX_W, 1, 8, 0, 0),
+        insn(STX_W, 10, 1, FLOW_KEY, 0),
+        insn(STX_W, 10, 1, -4, 0),
+        insn(LDX_W, 1, 7, IP + 12, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 4, 0),
+        insn(LDX_H, 1, 8, 4, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 8, 0),
+        insn(LDX_H, 1, 7, IP + 20, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 10, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 12, 0),
+        insn(LDX_B, 1, 7, IP + 9, 0),
+        insn(STX_B, 10, 1, FLOW_KEY + 12, 0),
+        insn(LDX_W, 1, 7, IP + 16, 0),
+        insn(STX_W, 10, 1, FLOW_VALUE, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, FLOW_VALUE + 4, 0),
+        insn(LDX_H, 1, 7, IP + 22, 0),
+        insn(STX_H, 10, 1, FLOW_VALUE + 4, 0),
+        insn(LDX_W, 1, 6, SKB_INGRESS_IFINDEX, 0),
+        insn(STX_W, 10, 1, FLOW_VALUE + 8, 0),
+    ]);
+    // Only to a container on the fast path.
+    lookup(&mut a, map_fd, -4, Label::Pass);
+    a.op(insn(LDX_W, 1, 0, 0, 0))
+        .op(insn(STX_W, 10, 1, REDIRECT_TO, 0));
+    to_container(&mut a, gateway);
+    decrement_ttl(&mut a, IP);
+    a.ops(&[
+        insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, flows_fd),
+        insn(0, 0, 0, 0, 0),
+        insn(MOV64_REG, 2, 10, 0, 0),
+        insn(ADD64_IMM, 2, 0, 0, FLOW_KEY as i32),
+        insn(MOV64_REG, 3, 10, 0, 0),
+        insn(ADD64_IMM, 3, 0, 0, FLOW_VALUE as i32),
+        insn(MOV64_IMM, 4, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_MAP_UPDATE_ELEM),
+    ]);
+    translate(
+        &mut a,
+        (IP + 16, IP + 22),
+        (FLOW_VALUE, FLOW_VALUE + 4),
+        (FLOW_KEY, FLOW_KEY + 8),
+    );
+    a.ops(&[
+        insn(LDX_W, 1, 10, REDIRECT_TO, 0),
+        insn(MOV64_IMM, 2, 0, 0, 0),
+        insn(CALL, 0, 0, 0, FUNC_REDIRECT_PEER),
+        insn(EXIT, 0, 0, 0, 0),
+    ]);
+    a.finish()
+}
+
 /// The program at the host ends and the bridge, over the network's map of
 /// containers (`map_fd`) and its routes (`routes_fd`), for a bridge whose
 /// MAC is `gateway`:
+/// - a reply through a published port leaves as [`published_reply`] says
+///   (`published`: the network's ports and flows maps);
 /// - a frame for a container's address and MAC goes to that container;
 /// - else a frame to the gateway's MAC for an address in the routes, with
 ///   a TTL above 1, gets TTL − 1 and leaves toward the route's next hop,
 ///   VXLAN-encapsulated where the route says so;
 /// - else it passes.
-pub fn bridge_program(map_fd: RawFd, routes_fd: RawFd, gateway: [u8; 6]) -> Vec<Insn> {
+pub fn bridge_program(
+    map_fd: RawFd,
+    routes_fd: RawFd,
+    published: (RawFd, RawFd),
+    gateway: [u8; 6],
+) -> Vec<Insn> {
     let (gw_word, gw_half) = mac_words(gateway);
     let mut a = Asm::default();
-    ipv4_frame(&mut a, IP as i32 + 20);
+    ipv4_frame(&mut a, IP as i32 + 24);
+    published_reply(&mut a, published, gateway, Label::At("container"));
+    a.here("container");
     destination_key(&mut a, IP);
     lookup(&mut a, map_fd, -4, Label::At("route"));
     // Only a frame addressed to that container's MAC.
@@ -448,7 +754,8 @@ mod tests {
 
     fn programs() -> Vec<Vec<Insn>> {
         vec![
-            bridge_program(3, 4, GW),
+            bridge_program(3, 4, (5, 6), GW),
+            publish_program(5, 6, 3, GW),
             routed_program(3, GW),
             decap_program(3, GW, 1),
         ]
@@ -467,9 +774,15 @@ mod tests {
 
     #[test]
     fn a_container_miss_goes_on_to_the_route_lookup() {
-        let p = bridge_program(3, 4, GW);
-        let maps: Vec<usize> = (0..p.len()).filter(|&i| p[i].code == LD_IMM64).collect();
-        // The container map, the routes map, the adjust_room flags.
+        let p = bridge_program(3, 4, (5, 6), GW);
+        let all: Vec<usize> = (0..p.len()).filter(|&i| p[i].code == LD_IMM64).collect();
+        // First the reply path's flows and ports maps; then the container
+        // map, the routes map, the adjust_room flags.
+        assert_eq!(
+            all[..3].iter().map(|&i| p[i].imm).collect::<Vec<_>>(),
+            [6, 5, 5]
+        );
+        let maps = &all[3..];
         assert_eq!((p[maps[0]].imm, p[maps[1]].imm), (3, 4));
         assert_eq!(p[maps[0]].src, BPF_PSEUDO_MAP_FD);
         assert_eq!(p[maps[2]].src, 0);
@@ -487,12 +800,12 @@ mod tests {
             .iter()
             .filter(|x| x.code == CALL && x.imm == FUNC_REDIRECT_NEIGH)
             .count();
-        assert_eq!(neigh, 2, "routed and encapsulated");
+        assert_eq!(neigh, 3, "published replies, routed and encapsulated");
     }
 
     #[test]
     fn the_encapsulation_flags_name_udp_over_ipv4_with_an_inner_ethernet_header() {
-        let p = bridge_program(3, 4, GW);
+        let p = bridge_program(3, 4, (5, 6), GW);
         let i = p
             .iter()
             .position(|x| x.code == LD_IMM64 && x.src == 0)

@@ -459,9 +459,14 @@ pub const BULK: usize = 4 << 20;
 /// `to` on `addr`; returns how many arrived in order, each where it was
 /// sent (byte i is i mod 251; 10 s without progress ends either side).
 pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
-    let listener = in_ns(to, || {
-        TcpListener::bind(SocketAddr::new(addr, 7300)).unwrap()
-    });
+    let at = SocketAddr::new(addr, 7300);
+    transfer_via(from, to, at, at)
+}
+
+/// [`transfer`] to a listener on `listen` in `to`, the sender connecting
+/// to `connect` (a published port of it, say).
+pub fn transfer_via(from: &Path, to: &Path, listen: SocketAddr, connect: SocketAddr) -> usize {
+    let listener = in_ns(to, || TcpListener::bind(listen).unwrap());
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -483,8 +488,7 @@ pub fn transfer(from: &Path, to: &Path, addr: IpAddr) -> usize {
         got
     });
     in_ns(from, || {
-        let to = SocketAddr::new(addr, 7300);
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+        let mut s = TcpStream::connect_timeout(&connect, Duration::from_secs(3)).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         let data: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
         s.write_all(&data).unwrap();
