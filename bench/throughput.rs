@@ -7,7 +7,9 @@
 //! 3. published: an iperf3 server in a container published with
 //!    `-p 5201:5201`, the client in an "outside" namespace joined to rete's
 //!    host namespace by a veth uplink, connecting to the host's uplink
-//!    address (DNAT on the way in, through the bridge).
+//!    address (the fast path's translation at the uplink, straight into
+//!    the container; `published-nofp`, a diagnostic, is the same on a
+//!    network without the fast path: the host's DNAT, through the bridge).
 //!
 //! A fourth case, `routed`, is a diagnostic with no target: the client in
 //! the outside namespace reaches the server container's own address, routed
@@ -241,6 +243,15 @@ fn bench(args: Args) -> Res<()> {
             client: outside.clone(),
             target: UPLINK_HOST.into(),
             port: PORT,
+            gbits: Vec::new(),
+        },
+        Case {
+            name: "published-nofp",
+            what: "diagnostic: published, on the network with -o fastpath=false (the host's DNAT and forwarding, the bridge)",
+            server: nofp.server.clone(),
+            client: outside.clone(),
+            target: UPLINK_HOST.into(),
+            port: PORT + 2,
             gbits: Vec::new(),
         },
         Case {
