@@ -20,13 +20,11 @@ fn toward(lab: &Lab, container: &str) -> u64 {
     tx_bytes(&lab.host, &veth)
 }
 
-#[test]
-fn traffic_between_containers_skips_the_bridge() {
-    require_root!();
-    let lab = Lab::new("fastpath");
+/// Networks `fast` (on the shortcut) and `slow` (off it) on `subnets`.
+fn fast_and_slow(lab: &Lab, subnets: [&str; 2]) {
     for (net, subnet, opt) in [
-        ("fast", "10.73.0.0/24", "fastpath=true"),
-        ("slow", "10.74.0.0/24", "fastpath=false"),
+        ("fast", subnets[0], "fastpath=true"),
+        ("slow", subnets[1], "fastpath=false"),
     ] {
         lab.rete_ok(&[
             "network",
@@ -38,6 +36,15 @@ fn traffic_between_containers_skips_the_bridge() {
             opt,
             "--disable-dns",
         ]);
+    }
+}
+
+#[test]
+fn traffic_between_containers_skips_the_bridge() {
+    require_root!();
+    let lab = Lab::new("fastpath");
+    fast_and_slow(&lab, ["10.73.0.0/24", "10.74.0.0/24"]);
+    for net in ["fast", "slow"] {
         lab.rete_ok(&["create", &format!("{net}-a"), "--network", net]);
         lab.rete_ok(&["create", &format!("{net}-b"), "--network", net]);
     }
@@ -108,21 +115,7 @@ fn traffic_between_containers_skips_the_bridge() {
 fn published_ports_from_the_uplink_skip_the_host() {
     require_root!();
     let lab = Lab::new("fastpath-pub");
-    for (net, subnet, opt) in [
-        ("fast", "10.75.0.0/24", "fastpath=true"),
-        ("slow", "10.76.0.0/24", "fastpath=false"),
-    ] {
-        lab.rete_ok(&[
-            "network",
-            "create",
-            net,
-            "--subnet",
-            subnet,
-            "-o",
-            opt,
-            "--disable-dns",
-        ]);
-    }
+    fast_and_slow(&lab, ["10.75.0.0/24", "10.76.0.0/24"]);
     lab.rete_ok(&[
         "create",
         "web",

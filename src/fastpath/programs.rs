@@ -418,19 +418,21 @@ fn translate(a: &mut Asm, (addr_at, port_at): (i16, i16), old: (i16, i16), new: 
         insn(LDX_W, 4, 10, new_addr, 0),
         insn(MOV64_IMM, 5, 0, 0, 4),
         insn(CALL, 0, 0, 0, FUNC_L3_CSUM_REPLACE),
-        // The fields themselves.
+    ]);
+    // The fields themselves.
+    store_from_stack(a, addr_at, new_addr, 4);
+    store_from_stack(a, port_at, new_port, 2);
+}
+
+/// `bpf_skb_store_bytes`: the `len` bytes at r10 + `from` to the frame at
+/// `at`.
+fn store_from_stack(a: &mut Asm, at: i16, from: i16, len: i32) {
+    a.ops(&[
         insn(MOV64_REG, 1, 6, 0, 0),
-        insn(MOV64_IMM, 2, 0, 0, addr_at as i32),
+        insn(MOV64_IMM, 2, 0, 0, at as i32),
         insn(MOV64_REG, 3, 10, 0, 0),
-        insn(ADD64_IMM, 3, 0, 0, new_addr as i32),
-        insn(MOV64_IMM, 4, 0, 0, 4),
-        insn(MOV64_IMM, 5, 0, 0, 0),
-        insn(CALL, 0, 0, 0, FUNC_SKB_STORE_BYTES),
-        insn(MOV64_REG, 1, 6, 0, 0),
-        insn(MOV64_IMM, 2, 0, 0, port_at as i32),
-        insn(MOV64_REG, 3, 10, 0, 0),
-        insn(ADD64_IMM, 3, 0, 0, new_port as i32),
-        insn(MOV64_IMM, 4, 0, 0, 2),
+        insn(ADD64_IMM, 3, 0, 0, from as i32),
+        insn(MOV64_IMM, 4, 0, 0, len),
         insn(MOV64_IMM, 5, 0, 0, 0),
         insn(CALL, 0, 0, 0, FUNC_SKB_STORE_BYTES),
     ]);
