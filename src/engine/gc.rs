@@ -216,6 +216,8 @@ impl Engine {
             } else {
                 let elements = all_elements(db)?;
                 kernel.firewall().replace_all(&elements)?;
+                // A bridge made anew has an empty ports map.
+                kernel.shortcut_published(db, &elements, true);
             }
             Ok(report)
         })

@@ -59,7 +59,7 @@ impl Kernel {
     /// the fast path of their container's network: IPv4 TCP and UDP to a
     /// container of a network with the shortcut. Best effort, as the
     /// shortcut is: the firewall's DNAT takes what it does not.
-    fn shortcut_published(&mut self, db: &Db, elements: &[Element], add: bool) {
+    pub fn shortcut_published(&mut self, db: &Db, elements: &[Element], add: bool) {
         let published: Vec<(IpAddr, Published)> = elements
             .iter()
             .filter_map(|e| match *e {
