@@ -137,7 +137,11 @@ fn let_in_published(
     (ports, flows, map): (&Ports, &Flows, &Map),
     gateway: [u8; 6],
 ) -> io::Result<()> {
-    let Some(uplink) = host.default_route_link()? else {
+    // A host whose default route leads into a network has no uplink here.
+    let Some(uplink) = host
+        .default_route_link()?
+        .filter(|l| l.index != bridge && l.controller.is_none())
+    else {
         return Ok(());
     };
     let name = publish_name(bridge);
