@@ -1,13 +1,13 @@
 //! The engine's connections to the kernel, opened on first use, and the
 //! executor of undo steps.
 
-use crate::config::Paths;
-use crate::error::{Error, Result};
-use crate::firewall::{Element, Firewall};
-use crate::journal::Undo;
 use std::net::IpAddr;
 
+use crate::config::Paths;
+use crate::error::{Error, Result};
 use crate::fastpath::Published;
+use crate::firewall::{Element, Firewall};
+use crate::journal::Undo;
 use crate::model::{Driver, Network, Protocol};
 use crate::netlink::Rtnl;
 use crate::netns;
@@ -60,29 +60,22 @@ impl Kernel {
     /// container of a network with the shortcut. Best effort, as the
     /// shortcut is: the firewall's DNAT takes what it does not.
     pub fn shortcut_published(&mut self, db: &Db, elements: &[Element], add: bool) {
-        let published: Vec<(IpAddr, Published)> = elements
+        let published: Vec<Published> = elements
             .iter()
             .filter_map(|e| match *e {
                 Element::Publish {
                     host_ip: IpAddr::V4(host),
-                    protocol,
+                    protocol: protocol @ (Protocol::Tcp | Protocol::Udp),
                     host_port,
-                    target: target @ IpAddr::V4(container),
+                    target: IpAddr::V4(container),
                     target_port,
-                } => Some((
-                    target,
-                    Published {
-                        host,
-                        host_port,
-                        protocol: match protocol {
-                            Protocol::Tcp => 6,
-                            Protocol::Udp => 17,
-                            Protocol::Sctp => return None,
-                        },
-                        container,
-                        container_port: target_port,
-                    },
-                )),
+                } => Some(Published {
+                    host,
+                    host_port,
+                    protocol: protocol.number(),
+                    container,
+                    container_port: target_port,
+                }),
                 _ => None,
             })
             .collect();
@@ -97,8 +90,11 @@ impl Kernel {
         for net in networks.iter().filter(|n| n.fastpath() && !n.internal) {
             let here: Vec<Published> = published
                 .iter()
-                .filter(|(t, _)| net.subnets.iter().any(|s| s.subnet.contains(t)))
-                .map(|(_, p)| *p)
+                .filter(|p| {
+                    let target = IpAddr::V4(p.container);
+                    net.subnets.iter().any(|s| s.subnet.contains(&target))
+                })
+                .copied()
                 .collect();
             if here.is_empty() {
                 continue;

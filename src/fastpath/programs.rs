@@ -361,8 +361,7 @@ const REDIRECT_TO: i16 = -100;
 const FIB: i16 = -164;
 
 /// Passes all but unfragmented IPv4 TCP and UDP without IP options (the
-/// IPv4 header at `IP`); leaves the protocol in r4. `to` is where the
-/// others go.
+/// IPv4 header at `IP`). `to` is where the others go.
 fn tcp_or_udp(a: &mut Asm, to: Label) {
     a.op(insn(LDX_B, 4, 7, IP, 0))
         .jump(JNE_IMM, 4, 0, 0x45, to)
@@ -424,6 +423,46 @@ fn translate(a: &mut Asm, (addr_at, port_at): (i16, i16), old: (i16, i16), new: 
     store_from_stack(a, port_at, new_port, 2);
 }
 
+/// Where a key field comes from: (register, offset), the frame being r7
+/// and the stack r10.
+type Field = (u8, i16);
+
+/// The flow key at r10 + FLOW_KEY: container address and port, client
+/// address and port, each from where it says, and the frame's protocol.
+/// Needs the frame in reach.
+fn flow_key(a: &mut Asm, container: (Field, Field), client: (Field, Field)) {
+    let ((caddr, cport), (addr, port)) = (container, client);
+    a.ops(&[
+        insn(LDX_W, 1, caddr.0, caddr.1, 0),
+        insn(STX_W, 10, 1, FLOW_KEY, 0),
+        insn(LDX_W, 1, addr.0, addr.1, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 4, 0),
+        insn(LDX_H, 1, cport.0, cport.1, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 8, 0),
+        insn(LDX_H, 1, port.0, port.1, 0),
+        insn(STX_H, 10, 1, FLOW_KEY + 10, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, FLOW_KEY + 12, 0),
+        insn(LDX_B, 1, 7, IP + 9, 0),
+        insn(STX_B, 10, 1, FLOW_KEY + 12, 0),
+    ]);
+}
+
+/// The ports key at r10 + PORT_KEY: host address and port from where they
+/// say, and the frame's protocol. Needs the frame in reach.
+fn port_key(a: &mut Asm, addr: Field, port: Field) {
+    a.ops(&[
+        insn(LDX_W, 1, addr.0, addr.1, 0),
+        insn(STX_W, 10, 1, PORT_KEY, 0),
+        insn(MOV64_IMM, 1, 0, 0, 0),
+        insn(STX_W, 10, 1, PORT_KEY + 4, 0),
+        insn(LDX_H, 1, port.0, port.1, 0),
+        insn(STX_H, 10, 1, PORT_KEY + 4, 0),
+        insn(LDX_B, 1, 7, IP + 9, 0),
+        insn(STX_B, 10, 1, PORT_KEY + 6, 0),
+    ]);
+}
+
 /// `bpf_skb_store_bytes`: the `len` bytes at r10 + `from` to the frame at
 /// `at`.
 fn store_from_stack(a: &mut Asm, at: i16, from: i16, len: i32) {
@@ -456,19 +495,12 @@ fn published_reply(
         .ops(&[insn(LDX_H, 1, 7, 4, 0), insn(MOV32_IMM, 2, 0, 0, gw_half)])
         .jump(JNE_REG, 1, 2, 0, next);
     tcp_or_udp(a, next);
-    a.ops(&[
-        insn(LDX_W, 1, 7, IP + 12, 0),
-        insn(STX_W, 10, 1, FLOW_KEY, 0),
-        insn(LDX_W, 1, 7, IP + 16, 0),
-        insn(STX_W, 10, 1, FLOW_KEY + 4, 0),
-        insn(LDX_H, 1, 7, IP + 20, 0),
-        insn(STX_H, 10, 1, FLOW_KEY + 8, 0),
-        insn(LDX_H, 1, 7, IP + 22, 0),
-        insn(STX_H, 10, 1, FLOW_KEY + 10, 0),
-        insn(MOV64_IMM, 1, 0, 0, 0),
-        insn(STX_W, 10, 1, FLOW_KEY + 12, 0),
-        insn(STX_B, 10, 4, FLOW_KEY + 12, 0),
-    ]);
+    // The container is the source, the client the destination.
+    flow_key(
+        a,
+        ((7, IP + 12), (7, IP + 20)),
+        ((7, IP + 16), (7, IP + 22)),
+    );
     lookup(a, flows_fd, FLOW_KEY as i32, next);
     a.ops(&[
         insn(LDX_W, 1, 0, 0, 0),
@@ -477,17 +509,10 @@ fn published_reply(
         insn(STX_W, 10, 1, FLOW_VALUE + 4, 0),
         insn(LDX_W, 1, 0, 8, 0),
         insn(STX_W, 10, 1, REDIRECT_TO, 0),
-        // Still published, to this container and port: (host address,
-        // port, protocol), or (every address, port, protocol).
-        insn(LDX_W, 1, 10, FLOW_VALUE, 0),
-        insn(STX_W, 10, 1, PORT_KEY, 0),
-        insn(MOV64_IMM, 1, 0, 0, 0),
-        insn(STX_W, 10, 1, PORT_KEY + 4, 0),
-        insn(LDX_H, 1, 10, FLOW_VALUE + 4, 0),
-        insn(STX_H, 10, 1, PORT_KEY + 4, 0),
-        insn(LDX_B, 1, 10, FLOW_KEY + 12, 0),
-        insn(STX_B, 10, 1, PORT_KEY + 6, 0),
     ]);
+    // Still published, to this container and port: (host address, port,
+    // protocol), or (every address, port, protocol).
+    port_key(a, (10, FLOW_VALUE), (10, FLOW_VALUE + 4));
     lookup(a, ports_fd, PORT_KEY as i32, Label::At("reply_any"));
     a.jump(JA, 0, 0, 0, Label::At("reply_check"));
     a.here("reply_any")
@@ -534,15 +559,7 @@ pub fn publish_program(
     ipv4_frame(&mut a, IP as i32 + 24);
     for_this_host(&mut a);
     tcp_or_udp(&mut a, Label::Pass);
-    a.ops(&[
-        insn(LDX_W, 1, 7, IP + 16, 0),
-        insn(STX_W, 10, 1, PORT_KEY, 0),
-        insn(MOV64_IMM, 1, 0, 0, 0),
-        insn(STX_W, 10, 1, PORT_KEY + 4, 0),
-        insn(LDX_H, 1, 7, IP + 22, 0),
-        insn(STX_H, 10, 1, PORT_KEY + 4, 0),
-        insn(STX_B, 10, 4, PORT_KEY + 6, 0),
-    ]);
+    port_key(&mut a, (7, IP + 16), (7, IP + 22));
     lookup(&mut a, ports_fd, PORT_KEY as i32, Label::At("any"));
     a.op(insn(MOV64_REG, 8, 0, 0, 0))
         .jump(JA, 0, 0, 0, Label::At("found"));
@@ -576,22 +593,14 @@ pub fn publish_program(
     // The fib lookup may have moved the frame: reach it again.
     frame(&mut a, IP as i32 + 24, Label::Pass);
 
-    a.here("found").ops(&[
-        // The flow: container address and port from the ports value (r8),
-        // the client's from the packet.
-        insn(LDX_W, 1, 8, 0, 0),
-        insn(STX_W, 10, 1, FLOW_KEY, 0),
+    // The flow: container address and port from the ports value (r8), the
+    // client's from the packet; the container's address is also the
+    // container map's key.
+    a.here("found");
+    flow_key(&mut a, ((8, 0), (8, 4)), ((7, IP + 12), (7, IP + 20)));
+    a.ops(&[
+        insn(LDX_W, 1, 10, FLOW_KEY, 0),
         insn(STX_W, 10, 1, -4, 0),
-        insn(LDX_W, 1, 7, IP + 12, 0),
-        insn(STX_W, 10, 1, FLOW_KEY + 4, 0),
-        insn(LDX_H, 1, 8, 4, 0),
-        insn(STX_H, 10, 1, FLOW_KEY + 8, 0),
-        insn(LDX_H, 1, 7, IP + 20, 0),
-        insn(STX_H, 10, 1, FLOW_KEY + 10, 0),
-        insn(MOV64_IMM, 1, 0, 0, 0),
-        insn(STX_W, 10, 1, FLOW_KEY + 12, 0),
-        insn(LDX_B, 1, 7, IP + 9, 0),
-        insn(STX_B, 10, 1, FLOW_KEY + 12, 0),
         insn(LDX_W, 1, 7, IP + 16, 0),
         insn(STX_W, 10, 1, FLOW_VALUE, 0),
         insn(MOV64_IMM, 1, 0, 0, 0),
