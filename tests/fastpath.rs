@@ -177,12 +177,15 @@ fn published_ports_from_the_uplink_skip_the_host() {
     assert_eq!(got, BULK);
     assert!(toward(&lab, "old") - before >= BULK as u64);
 
-    // Removed, the port answers no more.
+    // Removed, the port answers no more: not even a container that takes
+    // web's address over and listens where web did.
     lab.rete_ok(&["rm", "web"]);
-    let tcp = Server::tcp(&lab.container_ns("old"), old, 7300, "old", 1);
+    let web_ip = web.to_string();
+    lab.rete_ok(&["create", "next", "--network", "fast", "--ip", &web_ip]);
+    let tcp = Server::tcp(&lab.container_ns("next"), web, 7300, "next", 1);
     assert_eq!(tcp_get(&lab.outside, uplink, 8080), None);
     drop(tcp);
-    lab.rete_ok(&["rm", "old"]);
+    lab.rete_ok(&["rm", "next", "old"]);
     lab.rete_ok(&["network", "rm", "fast", "slow"]);
     assert!(
         !lab.sh_host("tc filter show dev uplink ingress")
