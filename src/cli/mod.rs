@@ -237,3 +237,37 @@ fn key_values(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hot(args: &[&str]) -> Option<Cli> {
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        Cli::parse_hot(&args)
+    }
+
+    #[test]
+    fn the_hot_parser_takes_create_and_rm_with_global_flags_anywhere() {
+        let cli = hot(&["rete", "--state-dir", "/s", "create", "a", "-p", "80"]).unwrap();
+        assert!(matches!(cli.command, Command::Create(_)));
+        assert_eq!(cli.globals.state_dir, Some(PathBuf::from("/s")));
+        let cli = hot(&["rete", "rm", "a", "b", "--run-dir", "/r"]).unwrap();
+        assert!(matches!(cli.command, Command::Rm(_)));
+        assert_eq!(cli.globals.run_dir, Some(PathBuf::from("/r")));
+    }
+
+    #[test]
+    fn the_hot_parser_leaves_help_errors_and_other_commands_to_the_full_one() {
+        for args in [
+            &["rete", "create", "--help"][..],
+            &["rete", "--version", "create", "a"],
+            &["rete", "create"],
+            &["rete", "create", "a", "--no-such-flag"],
+            &["rete", "exec", "rm", "--", "true"],
+            &["rete", "network", "create", "n"],
+        ] {
+            assert!(hot(args).is_none(), "{args:?}");
+        }
+    }
+}
