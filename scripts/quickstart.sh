@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release
-bash scripts/demo.sh target/release/rete
+bash scripts/demo.sh target/x86_64-unknown-linux-gnu/release/rete

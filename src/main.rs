@@ -3,8 +3,10 @@
 mod cli;
 mod cni;
 mod netavark;
+mod nss;
 
 fn main() {
+    nss::use_built_in_modules();
     // Installed as `netavark` (a link to this binary), rete is Podman's
     // network backend.
     let argv0 = std::env::args_os().next().unwrap_or_default();

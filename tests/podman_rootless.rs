@@ -185,13 +185,16 @@ impl Drop for Rootless {
 
 /// A uid with no passwd entry that runs nothing.
 fn free_uid() -> u32 {
+    // /etc/passwd read directly: this test is linked statically, like rete,
+    // and a static getpwuid loads nsswitch.conf's other modules (crashing).
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let known: std::collections::HashSet<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
     (0..1000)
         .map(|i| 61_000 + (std::process::id() % 1000) * 3 + i)
-        .find(|&uid| {
-            // SAFETY: getpwuid returns null or a pointer into static storage.
-            let known = unsafe { !libc::getpwuid(uid).is_null() };
-            !known && processes_of(uid).is_empty()
-        })
+        .find(|uid| !known.contains(uid) && processes_of(*uid).is_empty())
         .expect("a free uid")
 }
 
