@@ -54,8 +54,10 @@ PARTS=${ONLY:-throughput attach parallel podman}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 [ "$(id -u)" = 0 ] || { echo "run as root: network namespaces need it" >&2; exit 1; }
-for tool in ip iperf3 cargo findmnt; do
-    command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
+TOOLS="ip cargo findmnt"
+part throughput && TOOLS="$TOOLS iperf3"
+for tool in $TOOLS; do
+    command -v $tool >/dev/null || { echo "missing $tool (apt-get install -y $tool)" >&2; exit 1; }
 done
 
 LAB=$(mktemp -d /tmp/rete-bench.XXXXXX)
