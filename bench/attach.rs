@@ -27,7 +27,7 @@
 //!   JSON and command line as the netavark peer
 //!
 //! Run as root: `bench/run.sh` or
-//! `cargo build --release --bin rete --example bench_attach && target/x86_64-unknown-linux-gnu/release/examples/bench_attach --n 1000`.
+//! `cargo build --release --bin rete --example bench_attach && target/x86_64-unknown-linux-musl/release/examples/bench_attach --n 1000`.
 
 #[path = "cniconf.rs"]
 mod cniconf;

@@ -34,7 +34,7 @@
 //! bounded in time.
 //!
 //! Run as root:
-//! `cargo build --release --bin rete --example bench_cluster && target/x86_64-unknown-linux-gnu/release/examples/bench_cluster`.
+//! `cargo build --release --bin rete --example bench_cluster && target/x86_64-unknown-linux-musl/release/examples/bench_cluster`.
 
 #[path = "lab.rs"]
 mod lab;

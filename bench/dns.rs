@@ -27,7 +27,7 @@
 //! and both servers on CPU 1.
 //!
 //! Run as root: `bench/dns.sh` or
-//! `cargo build --release --bin rete --example bench_dns && target/x86_64-unknown-linux-gnu/release/examples/bench_dns`.
+//! `cargo build --release --bin rete --example bench_dns && target/x86_64-unknown-linux-musl/release/examples/bench_dns`.
 
 #[path = "dnsload.rs"]
 mod dnsload;

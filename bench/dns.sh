@@ -64,8 +64,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cd "$ROOT"
+source scripts/target.sh
 cargo build --release --bin rete --example bench_dns
-cp target/x86_64-unknown-linux-gnu/release/rete "$LAB/rete-bin"
+cp "$RETE_BIN_DIR"/rete "$LAB/rete-bin"
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 REPORT=$OUT/$STAMP-dns.md
@@ -81,5 +82,5 @@ REPORT=$OUT/$STAMP-dns.md
     echo "- dnsperf: $(dnsperf -H 2>&1 | sed -n 's/^Version //p' | head -n1)"
     echo
 } > "$REPORT"
-target/x86_64-unknown-linux-gnu/release/examples/bench_dns --rete "$LAB/rete-bin" --dir "$LAB" "${ARGS[@]}" | tee -a "$REPORT"
+"$RETE_BIN_DIR"/examples/bench_dns --rete "$LAB/rete-bin" --dir "$LAB" "${ARGS[@]}" | tee -a "$REPORT"
 echo "results: $REPORT"

@@ -207,7 +207,7 @@ fn recv_batch(fd: i32, bufs: &mut [[u8; 1500]], wait: bool) -> Vec<(usize, usize
             fd,
             msgs.as_mut_ptr(),
             BATCH as u32,
-            libc::MSG_DONTWAIT,
+            libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
             std::ptr::null_mut(),
         )
     };

@@ -288,12 +288,12 @@ pub fn machine() -> String {
     format!("{cores} cores ({cpu}), kernel {kernel}")
 }
 
-/// The rete binary next to this example's build (target/x86_64-unknown-linux-gnu/release/rete).
+/// The rete binary next to this example's build (target/x86_64-unknown-linux-musl/release/rete).
 pub fn default_rete() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/x86_64-unknown-linux-gnu/release/examples/bench_x -> target/x86_64-unknown-linux-gnu/release/rete
+    // target/x86_64-unknown-linux-musl/release/examples/bench_x -> target/x86_64-unknown-linux-musl/release/rete
     exe.parent()
         .and_then(Path::parent)
         .map(|d| d.join("rete"))
-        .unwrap_or_else(|| PathBuf::from("target/x86_64-unknown-linux-gnu/release/rete"))
+        .unwrap_or_else(|| PathBuf::from("target/x86_64-unknown-linux-musl/release/rete"))
 }

@@ -18,7 +18,7 @@
 //! peer; the peers alternate (the order flips every repetition).
 //!
 //! Run as root: `bench/run.sh --parallel-only` or
-//! `cargo build --release --bin rete --example bench_parallel && target/x86_64-unknown-linux-gnu/release/examples/bench_parallel --reps 3`.
+//! `cargo build --release --bin rete --example bench_parallel && target/x86_64-unknown-linux-musl/release/examples/bench_parallel --reps 3`.
 
 #[path = "cniconf.rs"]
 mod cniconf;

@@ -29,7 +29,7 @@
 //! are gone, and removes the lab.
 //!
 //! Run as root: `bench/run.sh --podman-only` or
-//! `cargo build --release --bin rete --example bench_podman && target/x86_64-unknown-linux-gnu/release/examples/bench_podman --runs 15`.
+//! `cargo build --release --bin rete --example bench_podman && target/x86_64-unknown-linux-musl/release/examples/bench_podman --runs 15`.
 
 #[path = "lab.rs"]
 mod lab;

@@ -93,10 +93,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cd "$ROOT"
+source scripts/target.sh
 cargo build --release --bin rete --example bench_attach --example bench_throughput \
     --example bench_parallel --example bench_podman
 # A private copy: a concurrent rebuild cannot change the binary mid-run.
-cp target/x86_64-unknown-linux-gnu/release/rete "$LAB/rete"
+cp "$RETE_BIN_DIR"/rete "$LAB/rete"
 mkdir -p "$OUT"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -118,23 +119,23 @@ REPORT=$OUT/$STAMP.md
 # Throughput first: the attach run ends by freeing thousands of namespaces,
 # work the kernel does in the background that would disturb iperf3.
 if part throughput; then
-    target/x86_64-unknown-linux-gnu/release/examples/bench_throughput --seconds "$SECONDS_PER_TEST" --runs "$RUNS" \
+    "$RETE_BIN_DIR"/examples/bench_throughput --seconds "$SECONDS_PER_TEST" --runs "$RUNS" \
         --rete "$LAB/rete" --dir "$LAB/throughput" | tee -a "$REPORT"
     echo >> "$REPORT"
 fi
 if part attach; then
-    target/x86_64-unknown-linux-gnu/release/examples/bench_attach --n "$N" --peers "$PEERS" \
+    "$RETE_BIN_DIR"/examples/bench_attach --n "$N" --peers "$PEERS" \
         --rete "$LAB/rete" --dir "$LAB/attach" --csv "$OUT/$STAMP-attach.csv" | tee -a "$REPORT"
     echo >> "$REPORT"
 fi
 if part parallel; then
-    target/x86_64-unknown-linux-gnu/release/examples/bench_parallel --count "$COUNT" --reps "$REPS" \
+    "$RETE_BIN_DIR"/examples/bench_parallel --count "$COUNT" --reps "$REPS" \
         --rete "$LAB/rete" --dir "$LAB/parallel" --csv "$OUT/$STAMP-parallel.csv" | tee -a "$REPORT"
     echo >> "$REPORT"
 fi
 if part podman; then
     # Its lab (a private mount namespace's directories) goes under $LAB too.
-    TMPDIR=$LAB target/x86_64-unknown-linux-gnu/release/examples/bench_podman --runs "$PODMAN_RUNS" \
+    TMPDIR=$LAB "$RETE_BIN_DIR"/examples/bench_podman --runs "$PODMAN_RUNS" \
         --rete "$LAB/rete" --csv "$OUT/$STAMP-podman.csv" | tee -a "$REPORT"
 fi
 echo "results: $REPORT"

@@ -24,7 +24,7 @@
 //! the runs in Gbit/s and its ratio to the baseline's median.
 //!
 //! Run as root: `bench/run.sh` or
-//! `cargo build --release --bin rete --example bench_throughput && target/x86_64-unknown-linux-gnu/release/examples/bench_throughput`.
+//! `cargo build --release --bin rete --example bench_throughput && target/x86_64-unknown-linux-musl/release/examples/bench_throughput`.
 
 #[path = "lab.rs"]
 mod lab;

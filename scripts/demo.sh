@@ -4,7 +4,10 @@
 # an "outside" namespace standing for the rest of the world on the host's
 # uplink, a network, two containers, a published port, traffic between them.
 set -euo pipefail
-rete=$(realpath "${1:-target/x86_64-unknown-linux-gnu/release/rete}")
+if [ -z "${1:-}" ]; then
+    source "$(dirname "$0")/target.sh"
+fi
+rete=$(realpath "${1:-$RETE_BIN_DIR/rete}")
 work=$(mktemp -d /tmp/rete-demo.XXXXXX)
 host=rete-demo-host-$$
 outside=rete-demo-outside-$$

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+source scripts/target.sh
 cargo build --release
-bash scripts/demo.sh target/x86_64-unknown-linux-gnu/release/rete
+bash scripts/demo.sh "$RETE_BIN_DIR/rete"

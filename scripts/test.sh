@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+source scripts/target.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release

@@ -41,7 +41,7 @@ struct Vm {
     ip: Ipv4Addr,
 }
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETIFF: libc::Ioctl = 0x4004_54ca as libc::Ioctl;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 

@@ -174,7 +174,7 @@ fn serve_udp(
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                libc::MSG_WAITFORONE as _, // c_int on glibc, c_uint on musl
                 std::ptr::null_mut(),
             )
         };
@@ -331,8 +331,8 @@ fn serve_tcp(
 /// it should stop without polling.
 fn set_accept_timeout(l: &TcpListener, t: Duration) -> std::io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
+        tv_sec: t.as_secs() as _,
+        tv_usec: t.subsec_micros() as _,
     };
     // SAFETY: a valid socket and a timeval of the size given.
     let rc = unsafe {

@@ -11,8 +11,8 @@ use crate::model::Tap;
 use crate::names;
 use crate::store::Db;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETIFF: libc::Ioctl = 0x4004_54ca as libc::Ioctl;
+const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb as libc::Ioctl;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 
