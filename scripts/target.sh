@@ -5,7 +5,9 @@
 # rete is linked statically against musl where the toolchain has the musl
 # target (scripts/deps.sh adds it): glibc's start-up alone runs about a
 # hundred CPUID instructions, each a trap to the hypervisor on a virtual
-# machine (~7 us here), ~0.6 ms of every rete process (docs/benchmarks.md).
+# machine (4-7 us on the machines measured), up to ~0.6 ms of every rete
+# process; with mimalloc as the allocator (src/main.rs) a create is ~0.4 ms
+# faster than a static glibc build (docs/benchmarks.md).
 # Without the musl target (a toolchain without rustup) rete is linked
 # statically against glibc, as before.
 if [ -d "$(rustc --print sysroot 2>/dev/null)/lib/rustlib/x86_64-unknown-linux-musl/lib" ] &&
