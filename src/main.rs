@@ -3,16 +3,19 @@
 mod cli;
 mod cni;
 mod netavark;
+#[cfg(target_env = "gnu")]
 mod nss;
 
 // musl's allocator hands freed memory back to the kernel at once (an mmap
 // and a munmap for every netlink buffer), which made a create ~0.4 ms
-// slower than with glibc; mimalloc keeps it (docs/benchmarks.md).
+// slower than with glibc; mimalloc keeps freed memory for reuse
+// (docs/benchmarks.md).
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    #[cfg(target_env = "gnu")]
     nss::use_built_in_modules();
     // Installed as `netavark` (a link to this binary), rete is Podman's
     // network backend.

@@ -9,20 +9,17 @@
 //! process is told to use only the built-in modules. rete's own lookups are
 //! host names (e.g. etcd endpoints) and, through its dependencies, nothing
 //! that needs another module.
+//!
+//! Only in a glibc build (`src/main.rs`): musl has no name-service switch;
+//! it reads /etc/hosts and asks DNS itself.
 
-//! musl has no name-service switch (it reads /etc/hosts and asks DNS
-//! itself), so there is nothing to configure.
-
-#[cfg(target_env = "gnu")]
 use std::ffi::{c_char, c_int};
 
-#[cfg(target_env = "gnu")]
 extern "C" {
     /// glibc's override of one nsswitch.conf line for this process (<nss.h>).
     fn __nss_configure_lookup(db: *const c_char, service_line: *const c_char) -> c_int;
 }
 
-#[cfg(target_env = "gnu")]
 /// The databases a process might query, each limited to built-in modules.
 const BUILT_IN: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
     (c"hosts", c"files dns"),
@@ -42,7 +39,6 @@ const BUILT_IN: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
 /// Limits name-service lookups to glibc's built-in modules when rete is
 /// statically linked; a dynamically linked rete keeps the machine's setup.
 /// Call first in `main`, while the process has one thread.
-#[cfg(target_env = "gnu")]
 pub fn use_built_in_modules() {
     if !cfg!(target_feature = "crt-static") {
         return;
@@ -55,7 +51,3 @@ pub fn use_built_in_modules() {
         }
     }
 }
-
-/// musl: nothing to do.
-#[cfg(not(target_env = "gnu"))]
-pub fn use_built_in_modules() {}
