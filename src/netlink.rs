@@ -54,7 +54,14 @@ pub struct Link {
 pub struct Rtnl {
     socket: Socket,
     seq: u32,
+    /// The receive buffer, kept for the socket's life: allocated once and
+    /// never zeroed (the kernel writes what is read), so a request touches
+    /// only the pages its replies fill.
+    rx: Vec<u8>,
 }
+
+/// The receive buffer's size: a dump's part of many links fits.
+const RX_LEN: usize = 1 << 16;
 
 impl Rtnl {
     /// A socket in the calling thread's network namespace.
@@ -63,7 +70,11 @@ impl Rtnl {
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         socket.set_ext_ack(true).ok();
-        Ok(Rtnl { socket, seq: 1 })
+        Ok(Rtnl {
+            socket,
+            seq: 1,
+            rx: Vec::with_capacity(RX_LEN),
+        })
     }
 
     /// A socket in the network namespace `ns`.
@@ -90,9 +101,10 @@ impl Rtnl {
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
-        let mut rx = vec![0u8; 1 << 16];
         loop {
-            let n = self.socket.recv(&mut &mut rx[..], 0)?;
+            let rx = &mut self.rx;
+            rx.clear();
+            let n = self.socket.recv(rx, 0)?.min(rx.len());
             let mut off = 0;
             while off < n {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
@@ -175,7 +187,7 @@ impl Rtnl {
     /// gateway MAC would then be wrong until its ARP entry expires. A MAC
     /// set explicitly is never recalculated.
     pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
-        let mut mac: [u8; 6] = rand::random();
+        let mut mac: [u8; 6] = crate::random::bytes();
         mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
         let mut b = LinkBridge::new(name).up().address(mac.to_vec());
         if let Some(mtu) = mtu {
