@@ -35,7 +35,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn begin(run_dir: &Path) -> Self {
-        let nonce: u32 = rand::random();
+        let nonce = u32::from_ne_bytes(crate::random::bytes());
         Journal {
             path: run_dir
                 .join("journal")

@@ -20,6 +20,7 @@ pub mod netlink;
 pub mod netns;
 pub mod overlay;
 pub mod portspec;
+pub mod random;
 pub mod store;
 pub mod sysctl;
 pub mod tc;

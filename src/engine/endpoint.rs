@@ -63,7 +63,7 @@ pub(super) fn attach(
         } else {
             format!(
                 "{VETH_PREFIX}{:010x}",
-                rand::random::<u64>() & 0xff_ffff_ffff
+                crate::random::u64() & 0xff_ffff_ffff
             )
         },
         mac: mac.map(|m| names::format_mac(&m)).unwrap_or_default(),

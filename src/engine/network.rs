@@ -626,8 +626,7 @@ fn plural(n: usize, what: &str) -> String {
 }
 
 pub(super) fn random_id() -> String {
-    let a: u64 = rand::random();
-    let b: u64 = rand::random();
+    let (a, b) = (crate::random::u64(), crate::random::u64());
     format!("{a:016x}{b:016x}")
 }
 

@@ -216,13 +216,13 @@ fn free_ipv4(pools: &[SubnetPool], taken: &[IpNet]) -> Result<Subnet, Failure> {
 fn random_ula() -> Ipv6Net {
     let mut o = [0u8; 16];
     o[0] = 0xfd;
-    let global: [u8; 5] = rand::random();
+    let global: [u8; 5] = rete::random::bytes();
     o[1..6].copy_from_slice(&global);
     Ipv6Net::new(Ipv6Addr::from(o), 64).expect("64 is a valid prefix")
 }
 
 fn random_id() -> String {
-    let bytes: [u8; 32] = rand::random();
+    let bytes: [u8; 32] = rete::random::bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
