@@ -5,6 +5,8 @@ mod cni;
 mod netavark;
 #[cfg(target_env = "gnu")]
 mod nss;
+#[cfg(target_env = "musl")]
+mod sqlite_alloc;
 
 // musl's allocator hands freed memory back to the kernel at once (an mmap
 // and a munmap for every netlink buffer), which made a create ~0.4 ms
@@ -15,25 +17,38 @@ mod nss;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    #[cfg(target_env = "musl")]
+    sqlite_alloc::use_mimalloc();
     #[cfg(target_env = "gnu")]
     nss::use_built_in_modules();
     // Installed as `netavark` (a link to this binary), rete is Podman's
     // network backend.
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("netavark".as_ref()) {
-        std::process::exit(netavark::main());
+        exit(netavark::main());
     }
     // Installed as a CNI plugin, rete is called with the CNI_* environment
     // and no arguments; as `rete-ipam` (a link to this binary) it is only
     // ever a plugin, serving IPAM.
     let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
     if name == "rete-ipam" {
-        std::process::exit(cni::main(cni::Kind::Ipam));
+        exit(cni::main(cni::Kind::Ipam));
     }
     if called_as_plugin() {
-        std::process::exit(cni::main(cni::Kind::Rete));
+        exit(cni::main(cni::Kind::Rete));
     }
-    std::process::exit(cli::main());
+    exit(cli::main());
+}
+
+/// Ends the process with `code` once stdout is flushed, past the C
+/// library's exit handlers: there mimalloc hands all its memory back to the
+/// kernel, a munmap per segment, which the kernel does anyway for a process
+/// that ends. Everything of rete's own was dropped before `code` came back.
+fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: _exit ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
 
 /// Whether a runtime called this binary as a CNI plugin: CNI_COMMAND is set,
