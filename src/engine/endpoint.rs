@@ -257,7 +257,7 @@ pub(super) fn plumb(
         ep.mac = names::format_mac(mac);
     }
     if let Some(bridge) = bridge_index.filter(|_| net.fastpath() && ep.bandwidth.is_none()) {
-        join_fastpath(kernel.host()?, bridge, ep);
+        join_fastpath(kernel, &net.bridge, bridge, ep);
     }
     shaping::apply(kernel, journal, ep)
 }
@@ -266,17 +266,20 @@ pub(super) fn plumb(
 /// `crate::fastpath`). Best effort: without it, its traffic takes the
 /// bridge as always. Endpoints with bandwidth limits stay off it: their tc
 /// shaping is on the path the shortcut skips.
-fn join_fastpath(host: &mut Rtnl, bridge: u32, ep: &Endpoint) {
+fn join_fastpath(kernel: &mut Kernel, bridge: &str, index: u32, ep: &Endpoint) {
     let Ok(mac) = names::parse_mac(&ep.mac) else {
         return;
     };
     let Some(IpAddr::V4(ip)) = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) else {
         return;
     };
+    let Some((host, shortcut)) = kernel.shortcut(bridge, Some(index)) else {
+        return;
+    };
     let Ok(Some(host_end)) = host.link(&ep.host_ifname) else {
         return;
     };
-    let _ = crate::fastpath::join(host, bridge, host_end.index, ip, mac);
+    let _ = shortcut.join(host, host_end.index, ip, mac);
 }
 
 /// Takes the endpoint off its network's shortcut, while its host end is

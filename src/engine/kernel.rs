@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::config::Paths;
 use crate::error::{Error, Result};
-use crate::fastpath::Published;
+use crate::fastpath::{Published, Shortcut};
 use crate::firewall::{Element, Firewall};
 use crate::journal::Undo;
 use crate::model::{Driver, Network, Protocol};
@@ -17,6 +17,9 @@ pub(super) struct Kernel {
     pub paths: Paths,
     host: Option<Rtnl>,
     firewall: Option<Firewall>,
+    /// The fast paths this operation used, by bridge name (see
+    /// [`Kernel::shortcut`]).
+    shortcuts: Vec<(String, Shortcut)>,
 }
 
 impl Kernel {
@@ -25,7 +28,37 @@ impl Kernel {
             paths,
             host: None,
             firewall: None,
+            shortcuts: Vec::new(),
         }
+    }
+
+    /// The fast path of the network on bridge `bridge` (`index`, when the
+    /// caller knows it), with the host's rtnetlink: found (or made) on first
+    /// use in an operation, then kept until it ends ([`Kernel::end_operation`]).
+    /// None when the kernel has no such bridge or will not load the program:
+    /// the fast path is best effort.
+    pub fn shortcut(&mut self, bridge: &str, index: Option<u32>) -> Option<(&mut Rtnl, &Shortcut)> {
+        self.host().ok()?;
+        let host = self.host.as_mut()?;
+        let at = match self.shortcuts.iter().position(|(b, _)| b == bridge) {
+            Some(at) => at,
+            None => {
+                let index = match index {
+                    Some(index) => index,
+                    None => host.link(bridge).ok()??.index,
+                };
+                let shortcut = Shortcut::of_bridge(host, index).ok()?;
+                self.shortcuts.push((bridge.to_string(), shortcut));
+                self.shortcuts.len() - 1
+            }
+        };
+        Some((host, &self.shortcuts[at].1))
+    }
+
+    /// Forgets what one operation found: the next may find the kernel
+    /// changed by others.
+    pub fn end_operation(&mut self) {
+        self.shortcuts.clear();
     }
 
     /// rtnetlink in the host namespace (the one rete runs in).
@@ -99,11 +132,17 @@ impl Kernel {
             if here.is_empty() {
                 continue;
             }
+            if add {
+                if let Some((_, shortcut)) = self.shortcut(&net.bridge, None) {
+                    let _ = shortcut.publish(&here);
+                }
+                continue;
+            }
             let Ok(host) = self.host() else {
                 return;
             };
             if let Ok(Some(bridge)) = host.link(&net.bridge) {
-                let _ = crate::fastpath::publish(host, bridge.index, &here, add);
+                let _ = crate::fastpath::unpublish(host, bridge.index, &here);
             }
         }
     }

@@ -61,6 +61,7 @@ impl Engine {
         if result.is_err() {
             kernel.undo(journal.take_undo());
         }
+        kernel.end_operation();
         journal.finish();
         result
     }

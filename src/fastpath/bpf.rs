@@ -117,15 +117,21 @@ impl Map {
 
     /// The map named `name` a loaded program uses, if it uses one.
     pub fn of_program(prog: &Program, name: &str) -> io::Result<Option<Map>> {
+        Ok(Map::all_of_program(prog)?
+            .into_iter()
+            .find_map(|(n, map)| (n == name).then_some(map)))
+    }
+
+    /// Every map a loaded program uses, with its name.
+    pub fn all_of_program(prog: &Program) -> io::Result<Vec<(String, Map)>> {
+        let mut out = Vec::new();
         for id in prog.info()?.1 {
             let mut attr = [0u8; 16];
             put_u32(&mut attr, 0, id);
             let map = Map(fd_of(bpf(BPF_MAP_GET_FD_BY_ID, &mut attr)?));
-            if map.name()? == name {
-                return Ok(Some(map));
-            }
+            out.push((map.name()?, map));
         }
-        Ok(None)
+        Ok(out)
     }
 
     fn name(&self) -> io::Result<String> {

@@ -93,40 +93,92 @@ pub enum Arrivals {
     Vxlan { vni: u32 },
 }
 
-/// The network's program and its map of containers, found through the
-/// filter on its bridge (which also keeps them alive while the network has
-/// no container), or made and put there.
-fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<(Program, Map)> {
-    if let Some(id) = host.ingress_program(bridge, PROG_NAME)? {
-        if let Ok(prog) = Program::by_id(id, PROG_NAME) {
-            let map = Map::of_program(&prog, PROG_NAME)?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "fast path program without its map",
-                )
-            })?;
-            return Ok((prog, map));
+/// A network's shortcut: its program and the maps a container's
+/// attachment writes, found through the filter on its bridge (which also
+/// keeps them alive while the network has no container) or made and put
+/// there. Found once per operation and kept while it lasts (the engine's
+/// `Kernel`), not once per use: finding it is a filter dump and a dozen
+/// bpf(2) calls.
+pub struct Shortcut {
+    prog: Program,
+    containers: Map,
+    /// None for a program from before published ports had the shortcut.
+    ports: Option<Ports>,
+}
+
+impl Shortcut {
+    /// The shortcut of the network on bridge `bridge`, made if it has none.
+    pub fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<Shortcut> {
+        if let Some(id) = host.ingress_program(bridge, PROG_NAME)? {
+            if let Ok(prog) = Program::by_id(id, PROG_NAME) {
+                let mut maps = Map::all_of_program(&prog)?;
+                let mut take = |name: &str| {
+                    maps.iter()
+                        .position(|(n, _)| n == name)
+                        .map(|at| maps.swap_remove(at).1)
+                };
+                let containers = take(PROG_NAME).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "fast path program without its map",
+                    )
+                })?;
+                let ports = take(PORTS_NAME).map(Ports);
+                return Ok(Shortcut {
+                    prog,
+                    containers,
+                    ports,
+                });
+            }
+        }
+        let gateway = host
+            .link_by_index(bridge)?
+            .and_then(|l| mac_of(&l))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+        let containers = Map::create(PROG_NAME)?;
+        let routes = Routes::create(ROUTES_NAME)?;
+        let ports = Ports::create(PORTS_NAME)?;
+        let flows = Flows::create(FLOWS_NAME)?;
+        let insns = programs::bridge_program(
+            containers.fd(),
+            routes.0.fd(),
+            (ports.0.fd(), flows.0.fd()),
+            gateway,
+        );
+        let prog = Program::load(&insns, PROG_NAME)?;
+        host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
+        // Best effort: without it, published ports take the host's DNAT.
+        let _ = let_in_published(host, bridge, (&ports, &flows, &containers), gateway);
+        Ok(Shortcut {
+            prog,
+            containers,
+            ports: Some(ports),
+        })
+    }
+
+    /// Puts a container's host end `host_end` on the shortcut: frames from
+    /// the other containers for `ip` and `mac` go straight to it, and its
+    /// own frames for them straight to theirs.
+    pub fn join(
+        &self,
+        host: &mut Rtnl,
+        host_end: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> io::Result<()> {
+        host.attach_ingress_program(host_end, self.prog.fd(), PROG_NAME)?;
+        self.containers.insert(ip, host_end, mac)
+    }
+
+    /// Adds published ports of the network to the shortcut, which takes
+    /// their traffic from the uplink straight to the containers (nothing
+    /// to do for a program from before published ports had it).
+    pub fn publish(&self, ports: &[Published]) -> io::Result<()> {
+        match &self.ports {
+            Some(map) => ports.iter().try_for_each(|p| map.insert(p)),
+            None => Ok(()),
         }
     }
-    let gateway = host
-        .link_by_index(bridge)?
-        .and_then(|l| mac_of(&l))
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    let map = Map::create(PROG_NAME)?;
-    let routes = Routes::create(ROUTES_NAME)?;
-    let ports = Ports::create(PORTS_NAME)?;
-    let flows = Flows::create(FLOWS_NAME)?;
-    let insns = programs::bridge_program(
-        map.fd(),
-        routes.0.fd(),
-        (ports.0.fd(), flows.0.fd()),
-        gateway,
-    );
-    let prog = Program::load(&insns, PROG_NAME)?;
-    host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
-    // Best effort: without it, published ports take the host's DNAT.
-    let _ = let_in_published(host, bridge, (&ports, &flows, &map), gateway);
-    Ok((prog, map))
 }
 
 /// Puts the network's publish program at the ingress of the host's uplink
@@ -151,28 +203,17 @@ fn let_in_published(
     host.attach_ingress_program_at(uplink.index, PUBLISH_PRIORITY, prog.fd(), &name)
 }
 
-/// Adds (or, with `add` false, removes) published ports of the network on
-/// bridge `bridge` to its shortcut, which takes their traffic from the
-/// uplink straight to the containers. Nothing to do for a network without
-/// a fast path program, or one from before published ports had one.
-pub fn publish(host: &mut Rtnl, bridge: u32, ports: &[Published], add: bool) -> io::Result<()> {
-    let map = if add {
-        let (prog, _) = of_bridge(host, bridge)?;
-        Map::of_program(&prog, PORTS_NAME)?
-    } else {
-        map_of_bridge(host, bridge, PORTS_NAME)?
-    };
-    let Some(map) = map.map(Ports) else {
-        return Ok(());
-    };
-    for p in ports {
-        if add {
-            map.insert(p)?;
-        } else {
-            map.remove(p)?;
+/// Takes published ports of the network on bridge `bridge` off its
+/// shortcut (nothing to do for a network without a fast path program, or
+/// one from before published ports had one).
+pub fn unpublish(host: &mut Rtnl, bridge: u32, ports: &[Published]) -> io::Result<()> {
+    match map_of_bridge(host, bridge, PORTS_NAME)? {
+        Some(map) => {
+            let map = Ports(map);
+            ports.iter().try_for_each(|p| map.remove(p))
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Takes the publish program of the network on bridge `bridge` off the
@@ -193,8 +234,8 @@ fn mac_of(link: &Link) -> Option<[u8; 6]> {
 /// The routes of the network on `bridge` (made with its program if it has
 /// none yet).
 pub fn routes(host: &mut Rtnl, bridge: &Link) -> io::Result<Routes> {
-    let (prog, _) = of_bridge(host, bridge.index)?;
-    Map::of_program(&prog, ROUTES_NAME)?
+    let shortcut = Shortcut::of_bridge(host, bridge.index)?;
+    Map::of_program(&shortcut.prog, ROUTES_NAME)?
         .map(Routes)
         .ok_or_else(|| {
             io::Error::new(
@@ -213,21 +254,6 @@ pub fn clear_routes(host: &mut Rtnl, bridge: u32) -> io::Result<()> {
     }
 }
 
-/// Puts a container's host end `host_end` (on bridge `bridge`) on the
-/// network's shortcut: frames from the other containers for `ip` and `mac`
-/// go straight to it, and its own frames for them straight to theirs.
-pub fn join(
-    host: &mut Rtnl,
-    bridge: u32,
-    host_end: u32,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-) -> io::Result<()> {
-    let (prog, map) = of_bridge(host, bridge)?;
-    host.attach_ingress_program(host_end, prog.fd(), PROG_NAME)?;
-    map.insert(ip, host_end, mac)
-}
-
 /// Puts the arrivals program of the network on `bridge` at the ingress of
 /// `device` (replacing one a previous run left), so that packets arriving
 /// there, wrapped as `arrivals` says, for the network's containers go
@@ -239,10 +265,11 @@ pub fn route_into(
     arrivals: Arrivals,
 ) -> io::Result<()> {
     let gateway = mac_of(bridge).ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    let (_, map) = of_bridge(host, bridge.index)?;
+    let shortcut = Shortcut::of_bridge(host, bridge.index)?;
+    let map = shortcut.containers.fd();
     let insns = match arrivals {
-        Arrivals::Routed => programs::routed_program(map.fd(), gateway),
-        Arrivals::Vxlan { vni } => programs::decap_program(map.fd(), gateway, vni),
+        Arrivals::Routed => programs::routed_program(map, gateway),
+        Arrivals::Vxlan { vni } => programs::decap_program(map, gateway, vni),
     };
     let prog = Program::load(&insns, ROUTED_NAME)?;
     host.detach_ingress_program(device, ROUTED_NAME)?;
