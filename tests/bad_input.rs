@@ -643,3 +643,33 @@ fn removing_a_network_in_use_names_its_containers_and_force_detaches_them() {
     lab.rete_ok(&["network", "create", "web", "--subnet", "10.70.0.0/24"]);
     lab.rete_ok(&["create", "c", "--network", "web", "--ip", "10.70.0.10"]);
 }
+
+#[test]
+fn a_full_bridge_is_refused_by_name_and_changes_nothing() {
+    require_root!();
+    let lab = Lab::new("bad-fullbridge");
+    lab.rete_ok(&["network", "create", "big", "--subnet", "10.72.0.0/16"]);
+    lab.rete_ok(&["create", "a", "--network", "big"]);
+    let bridge = lab.rete_ok(&["network", "inspect", "big", "--format", "json"]);
+    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
+    let bridge = bridge[0]["bridge"].as_str().unwrap().to_string();
+    // Fill the bridge to the kernel's limit (1023 ports beside a's) with
+    // veth ends of the test's own, in one `ip -batch`.
+    let batch = lab.dir.join("fill.batch");
+    let lines: String = (0..1022)
+        .map(|i| format!("link add f{i} master {bridge} type veth peer name g{i}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    lab.sh_host(&format!("ip -batch {}", batch.display()));
+    rejected(
+        &lab,
+        &["create", "b", "--network", "big", "-p", "8080:80"],
+        5,
+        &[
+            "network big is full",
+            &bridge,
+            "1024 ports",
+            "another network",
+        ],
+    );
+}

@@ -137,6 +137,12 @@ pub(super) fn plumb(
                 "an interface named {} already exists in the namespace of {container}; choose another interface name",
                 ep.ifname
             ))
+        } else if e.raw_os_error() == Some(libc::EXFULL) {
+            // The kernel's limit of ports per bridge (BR_MAX_PORTS).
+            Error::Exhausted(format!(
+                "network {} is full: its bridge {} has 1024 ports, the most a Linux bridge takes; attach {container} to another network",
+                net.name, net.bridge
+            ))
         } else {
             Error::kernel(what, e)
         }
