@@ -22,3 +22,11 @@ pub fn ensure_if(family: &str, ifname: &str, leaf: &str, value: &str) -> Result<
     std::fs::write(&path, value)
         .map_err(|e| Error::kernel(format!("set net.{family}.conf.{ifname}.{leaf}={value}"), e))
 }
+
+/// Sets a per-interface parameter without reading it first: for a link
+/// just made, whose value is the default.
+pub fn set_if(family: &str, ifname: &str, leaf: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/{family}/conf/{ifname}/{leaf}");
+    std::fs::write(&path, value)
+        .map_err(|e| Error::kernel(format!("set net.{family}.conf.{ifname}.{leaf}={value}"), e))
+}

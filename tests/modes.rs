@@ -132,6 +132,16 @@ fn bridge_mode_has_eth0_with_address_default_route_and_lo_up() {
     assert_eq!(c["endpoints"][0]["gateways"][0], "10.71.0.1");
     let mac = c["endpoints"][0]["mac"].as_str().unwrap().to_string();
     assert!(links.contains(&mac), "mac {mac} in {links}");
+    // The host end is a bare bridge port: no IPv6 of its own, so no IPv6
+    // route of the host names it (each would make every later link change
+    // walk a longer table).
+    let port = c["endpoints"][0]["host_ifname"].as_str().unwrap();
+    assert_eq!(
+        lab.sh_host(&format!("cat /proc/sys/net/ipv6/conf/{port}/disable_ipv6")),
+        "1\n"
+    );
+    let routes6 = lab.sh_host("ip -6 route show table all");
+    assert!(!routes6.contains(port), "{port} in {routes6}");
 
     lab.rete_ok(&["rm", "c"]);
     lab.rete_ok(&["network", "rm", "br"]);
