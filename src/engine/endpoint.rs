@@ -148,11 +148,12 @@ pub(super) fn plumb(
         }
     };
     let host = kernel.host()?;
-    let mut bridge_index = None;
+    // The host end's index and the bridge's, once the host end has the
+    // fast path's program.
+    let mut fastpath_end = None;
     match net.driver {
         Driver::Bridge => {
             let bridge = host_device(host, net)?;
-            bridge_index = Some(bridge.index);
             journal.record(Undo::Link(ep.host_ifname.clone()))?;
             host.add_veth(&VethSpec {
                 host: &ep.host_ifname,
@@ -171,6 +172,10 @@ pub(super) fn plumb(
             // containers (`perf record` of creates). Best effort: a host
             // without IPv6 has no such setting.
             let _ = crate::sysctl::set_if("ipv6", &ep.host_ifname, "disable_ipv6", "1");
+            if net.fastpath() && ep.bandwidth.is_none() {
+                fastpath_end = plug_fastpath(kernel, net, bridge.index, ep);
+            }
+            let host = kernel.host()?;
             // Hairpin: a container reaching its own published port through
             // the host gets its packets back on the port they came in on.
             // With br_netfilter loaded the DNAT happens at the bridge, which
@@ -269,30 +274,53 @@ pub(super) fn plumb(
     if let Some(mac) = link.mac.as_deref() {
         ep.mac = names::format_mac(mac);
     }
-    if let Some(bridge) = bridge_index.filter(|_| net.fastpath() && ep.bandwidth.is_none()) {
-        join_fastpath(kernel, &net.bridge, bridge, ep);
+    if let Some(ends) = fastpath_end {
+        join_fastpath(kernel, net, ends, ep);
     }
     shaping::apply(kernel, journal, ep)
 }
 
-/// Puts the endpoint on its network's shortcut past the bridge (see
-/// `crate::fastpath`). Best effort: without it, its traffic takes the
-/// bridge as always. Endpoints with bandwidth limits stay off it: their tc
-/// shaping is on the path the shortcut skips.
-fn join_fastpath(kernel: &mut Kernel, bridge: &str, index: u32, ep: &Endpoint) {
+/// Gives the endpoint's new host end (on bridge `bridge`) its network's
+/// shortcut past the bridge (see `crate::fastpath`); returns the host
+/// end's index and the bridge's for [`join_fastpath`]. Done while the
+/// host end is still down: a qdisc added to a link that is up makes the
+/// kernel wait for a grace period (dev_deactivate), ~0.3 ms. Best effort:
+/// without the shortcut, the endpoint's traffic takes the bridge as
+/// always. Endpoints with bandwidth limits stay off it: their tc shaping
+/// is on the path the shortcut skips. IPv6-only ones too: it is IPv4's.
+fn plug_fastpath(
+    kernel: &mut Kernel,
+    net: &Network,
+    bridge: u32,
+    ep: &Endpoint,
+) -> Option<(u32, u32)> {
+    ep.addresses
+        .iter()
+        .any(|a| a.addr().is_ipv4())
+        .then_some(())?;
+    let (host, shortcut) = kernel.shortcut(&net.bridge, Some(bridge))?;
+    let host_end = host.link(&ep.host_ifname).ok()??.index;
+    shortcut.plug(host, host_end).ok()?;
+    Some((host_end, bridge))
+}
+
+/// Puts the endpoint, plugged by [`plug_fastpath`], on the shortcut: the
+/// other containers' frames for its address and MAC go straight to it.
+fn join_fastpath(
+    kernel: &mut Kernel,
+    net: &Network,
+    (host_end, bridge): (u32, u32),
+    ep: &Endpoint,
+) {
     let Ok(mac) = names::parse_mac(&ep.mac) else {
         return;
     };
     let Some(IpAddr::V4(ip)) = ep.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv4) else {
         return;
     };
-    let Some((host, shortcut)) = kernel.shortcut(bridge, Some(index)) else {
-        return;
-    };
-    let Ok(Some(host_end)) = host.link(&ep.host_ifname) else {
-        return;
-    };
-    let _ = shortcut.join(host, host_end.index, ip, mac);
+    if let Some((_, shortcut)) = kernel.shortcut(&net.bridge, Some(bridge)) {
+        let _ = shortcut.join(host_end, ip, mac);
+    }
 }
 
 /// Takes the endpoint off its network's shortcut, while its host end is

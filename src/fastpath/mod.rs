@@ -77,6 +77,16 @@ fn publish_name(bridge: u32) -> String {
     format!("rete_pub{bridge}")
 }
 
+/// The shared tc block of the network on bridge `bridge`: its program's
+/// filter, run on the ingress of the bridge and of every container's host
+/// end ([`Rtnl::join_blocks`]).
+fn ingress_block(bridge: u32) -> u32 {
+    0x8000_0000 | bridge
+}
+
+/// The shared tc block of their egress: empty, one for all networks.
+const EGRESS_BLOCK: u32 = 0x7e7e_0001;
+
 /// The routed program's filter priority on a device rete does not own
 /// (above the `pref 1` other tools take by default).
 const ROUTED_PRIORITY: u16 = 0x7e7e;
@@ -101,6 +111,9 @@ pub enum Arrivals {
 /// bpf(2) calls.
 pub struct Shortcut {
     prog: Program,
+    /// The shared block its filter is in; None on a bridge from before
+    /// there was one, whose links each get a filter.
+    block: Option<u32>,
     containers: Map,
     /// None for a program from before published ports had the shortcut.
     ports: Option<Ports>,
@@ -109,7 +122,7 @@ pub struct Shortcut {
 impl Shortcut {
     /// The shortcut of the network on bridge `bridge`, made if it has none.
     pub fn of_bridge(host: &mut Rtnl, bridge: u32) -> io::Result<Shortcut> {
-        if let Some(id) = host.ingress_program(bridge, PROG_NAME)? {
+        if let Some((id, block)) = host.ingress_program_in(bridge, PROG_NAME)? {
             if let Ok(prog) = Program::by_id(id, PROG_NAME) {
                 let mut maps = Map::all_of_program(&prog)?;
                 let mut take = |name: &str| {
@@ -126,6 +139,7 @@ impl Shortcut {
                 let ports = take(PORTS_NAME).map(Ports);
                 return Ok(Shortcut {
                     prog,
+                    block,
                     containers,
                     ports,
                 });
@@ -146,27 +160,42 @@ impl Shortcut {
             gateway,
         );
         let prog = Program::load(&insns, PROG_NAME)?;
-        host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
+        let block = match host.join_blocks(bridge, ingress_block(bridge), EGRESS_BLOCK) {
+            Ok(()) => {
+                host.attach_block_program(ingress_block(bridge), prog.fd(), PROG_NAME)?;
+                Some(ingress_block(bridge))
+            }
+            // A qdisc of someone's there already: a filter of its own.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                host.attach_ingress_program(bridge, prog.fd(), PROG_NAME)?;
+                None
+            }
+            Err(e) => return Err(e),
+        };
         // Best effort: without it, published ports take the host's DNAT.
         let _ = let_in_published(host, bridge, (&ports, &flows, &containers), gateway);
         Ok(Shortcut {
             prog,
+            block,
             containers,
             ports: Some(ports),
         })
     }
 
-    /// Puts a container's host end `host_end` on the shortcut: frames from
-    /// the other containers for `ip` and `mac` go straight to it, and its
-    /// own frames for them straight to theirs.
-    pub fn join(
-        &self,
-        host: &mut Rtnl,
-        host_end: u32,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-    ) -> io::Result<()> {
-        host.attach_ingress_program(host_end, self.prog.fd(), PROG_NAME)?;
+    /// Runs the program on what a container's host end `host_end` receives
+    /// (the container's frames), so they take the shortcut to the other
+    /// containers. Best before the link is up (see `Rtnl::join_blocks`).
+    pub fn plug(&self, host: &mut Rtnl, host_end: u32) -> io::Result<()> {
+        match self.block {
+            Some(block) => host.join_blocks(host_end, block, EGRESS_BLOCK),
+            None => host.attach_ingress_program(host_end, self.prog.fd(), PROG_NAME),
+        }
+    }
+
+    /// Puts the container behind host end `host_end` (plugged) on the
+    /// shortcut: the other containers' frames for `ip` and `mac` go
+    /// straight to it.
+    pub fn join(&self, host_end: u32, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
         self.containers.insert(ip, host_end, mac)
     }
 
