@@ -65,8 +65,9 @@ trap 'exit 130' INT TERM
 
 cd "$ROOT"
 source scripts/target.sh
-cargo build --release --bin rete --example bench_dns
-cp "$RETE_BIN_DIR"/rete "$LAB/rete-bin"
+cargo build --release --example bench_dns
+cargo build --profile dist --bin rete
+cp "$RETE_DIST_DIR"/rete "$LAB/rete-bin"
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 REPORT=$OUT/$STAMP-dns.md

@@ -94,10 +94,12 @@ trap 'exit 130' INT TERM
 
 cd "$ROOT"
 source scripts/target.sh
-cargo build --release --bin rete --example bench_attach --example bench_throughput \
+cargo build --release --example bench_attach --example bench_throughput \
     --example bench_parallel --example bench_podman
+# rete as installed: the dist profile (Cargo.toml).
+cargo build --profile dist --bin rete
 # A private copy: a concurrent rebuild cannot change the binary mid-run.
-cp "$RETE_BIN_DIR"/rete "$LAB/rete"
+cp "$RETE_DIST_DIR"/rete "$LAB/rete"
 mkdir -p "$OUT"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 source scripts/target.sh
-cargo build --release
-bash scripts/demo.sh "$RETE_BIN_DIR/rete"
+cargo build --profile dist --bin rete
+bash scripts/demo.sh "$RETE_DIST_DIR/rete"

@@ -1,6 +1,7 @@
 # Sourced by the scripts that build rete: chooses the target it is built
-# for and exports CARGO_BUILD_TARGET and RETE_BIN_DIR (where the release
-# binaries land).
+# for and exports CARGO_BUILD_TARGET, RETE_BIN_DIR (where the release
+# binaries land: tests, benchmark programs) and RETE_DIST_DIR (where the
+# dist profile's rete lands: the one installed and measured; Cargo.toml).
 #
 # rete is linked statically against musl where the toolchain has the musl
 # target (scripts/deps.sh adds it): glibc's start-up alone runs about a
@@ -18,3 +19,4 @@ else
     export CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu
 fi
 export RETE_BIN_DIR=target/$CARGO_BUILD_TARGET/release
+export RETE_DIST_DIR=target/$CARGO_BUILD_TARGET/dist

@@ -60,6 +60,36 @@ fn traffic_between_containers_skips_the_bridge() {
         crossed < (BULK / 10) as u64,
         "{crossed} of {BULK} bytes went out of fast-a's host end: not on the fast path"
     );
+    // The host ends run the network's program from the one shared block
+    // their bridge holds it in: a qdisc each, no filter each.
+    let veth = lab.inspect("fast-a")["endpoints"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bridge = serde_json::from_str::<serde_json::Value>(
+        &lab.rete_ok(&["network", "inspect", "fast", "--format", "json"]),
+    )
+    .unwrap()[0]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let qdisc = lab.sh_host(&format!("tc qdisc show dev {veth} ingress"));
+    let block = qdisc
+        .split_whitespace()
+        .skip_while(|w| *w != "ingress_block")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{veth} is on no shared block: {qdisc}"))
+        .to_string();
+    assert!(
+        lab.sh_host(&format!("tc qdisc show dev {bridge} ingress"))
+            .contains(&format!("ingress_block {block} ")),
+        "{bridge} is not on block {block}"
+    );
+    assert!(
+        lab.sh_host(&format!("tc filter show block {block} ingress"))
+            .contains("rete_fastpath"),
+        "block {block} lacks the program"
+    );
     // And back.
     let b = lab.addr_of("fast-b", "fast", false);
     assert_eq!(
