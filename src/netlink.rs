@@ -186,10 +186,19 @@ impl Rtnl {
     /// ports and changes it when that port goes: every container's cached
     /// gateway MAC would then be wrong until its ARP entry expires. A MAC
     /// set explicitly is never recalculated.
+    ///
+    /// Without multicast snooping: multicast goes to every port, as on a
+    /// hub, and needs no querier on the network. With it, each port that
+    /// comes up makes the bridge restart the query timers of every port:
+    /// a create was ~0.4 ms slower at 500 containers on the network
+    /// (alternating CNI ADDs with `mcast_snooping` 1 and 0).
     pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
         let mut mac: [u8; 6] = crate::random::bytes();
         mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
-        let mut b = LinkBridge::new(name).up().address(mac.to_vec());
+        let mut b = LinkBridge::new(name)
+            .up()
+            .address(mac.to_vec())
+            .mcast_snooping(false);
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
