@@ -650,9 +650,7 @@ fn a_full_bridge_is_refused_by_name_and_changes_nothing() {
     let lab = Lab::new("bad-fullbridge");
     lab.rete_ok(&["network", "create", "big", "--subnet", "10.72.0.0/16"]);
     lab.rete_ok(&["create", "a", "--network", "big"]);
-    let bridge = lab.rete_ok(&["network", "inspect", "big", "--format", "json"]);
-    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
-    let bridge = bridge[0]["bridge"].as_str().unwrap().to_string();
+    let bridge = lab.bridge_of("big");
     // Fill the bridge to the kernel's limit (1023 ports beside a's) with
     // veth ends of the test's own, in one `ip -batch`.
     let batch = lab.dir.join("fill.batch");

@@ -201,9 +201,7 @@ fn removing_a_container_keeps_its_neighbours_connected() {
     require_root!();
     let lab = Lab::new("conn-bridge-mac");
     lab.rete_ok(&["network", "create", "lan", "--subnet", "10.72.8.0/24"]);
-    let bridge = lab.rete_ok(&["network", "inspect", "lan"]);
-    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
-    let bridge = bridge[0]["bridge"].as_str().unwrap().to_string();
+    let bridge = lab.bridge_of("lan");
     let mac_of_bridge = || {
         let link = lab.sh_host(&format!("ip -o link show {bridge}"));
         let mac = link.split("link/ether ").nth(1).expect("a MAC");

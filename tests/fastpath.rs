@@ -66,13 +66,7 @@ fn traffic_between_containers_skips_the_bridge() {
         .as_str()
         .unwrap()
         .to_string();
-    let bridge = serde_json::from_str::<serde_json::Value>(
-        &lab.rete_ok(&["network", "inspect", "fast", "--format", "json"]),
-    )
-    .unwrap()[0]["bridge"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bridge = lab.bridge_of("fast");
     let qdisc = lab.sh_host(&format!("tc qdisc show dev {veth} ingress"));
     let block = qdisc
         .split_whitespace()

@@ -555,9 +555,7 @@ fn create_after_a_reboot_rebuilds_the_bridge() {
     let lab = Lab::new("gc-reboot");
     lab.rete_ok(&["network", "create", "web", "--subnet", "10.72.0.0/24"]);
     lab.rete_ok(&["create", "old", "--network", "web", "-p", "8080:80"]);
-    let bridge = lab.rete_ok(&["network", "inspect", "web", "--format", "json"]);
-    let bridge: serde_json::Value = serde_json::from_str(&bridge).unwrap();
-    let bridge = bridge[0]["bridge"].as_str().unwrap().to_string();
+    let bridge = lab.bridge_of("web");
 
     rete::netns::remove(&lab.container_ns("old")).unwrap();
     lab.sh_host(&format!("ip link del {bridge}"));

@@ -144,10 +144,7 @@ fn bridge_mode_has_eth0_with_address_default_route_and_lo_up() {
     assert!(!routes6.contains(port), "{port} in {routes6}");
     // The bridge floods multicast rather than snooping it (no per-port
     // query timers to restart whenever a port comes up).
-    let net: serde_json::Value =
-        serde_json::from_str(&lab.rete_ok(&["network", "inspect", "br", "--format", "json"]))
-            .unwrap();
-    let bridge = net[0]["bridge"].as_str().unwrap();
+    let bridge = lab.bridge_of("br");
     let details = lab.sh_host(&format!("ip -d link show {bridge}"));
     assert!(details.contains("mcast_snooping 0"), "{details}");
 

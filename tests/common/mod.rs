@@ -142,6 +142,13 @@ impl Lab {
         v[0].clone()
     }
 
+    /// The name of network `network`'s bridge (or parent device).
+    pub fn bridge_of(&self, network: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.rete_ok(&["network", "inspect", network])).unwrap();
+        v[0]["bridge"].as_str().expect("a bridge name").to_string()
+    }
+
     /// The first address of a container's endpoint on `network`.
     pub fn addr_of(&self, container: &str, network: &str, v6: bool) -> IpAddr {
         let c = self.inspect(container);
