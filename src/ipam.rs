@@ -1,5 +1,7 @@
 //! Address management, as pure functions over a subnet and the addresses in
-//! use; the store supplies the in-use set inside its write transaction.
+//! use. Allocation asks about one address at a time, so the store answers
+//! with an indexed lookup inside its write transaction instead of loading
+//! every lease of the network.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -77,6 +79,11 @@ pub fn check_subnet(s: &Subnet) -> Result<(), String> {
 
 /// Checks an address the user asked for.
 pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<(), String> {
+    check_address(s, ip, used.contains(&ip))
+}
+
+/// [`check_request`] with whether `ip` is leased already looked up.
+pub fn check_address(s: &Subnet, ip: IpAddr, leased: bool) -> Result<(), String> {
     if !s.subnet.contains(&ip) {
         return Err(format!("address {ip} is outside subnet {}", s.subnet));
     }
@@ -86,50 +93,79 @@ pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<
             s.subnet
         ));
     }
-    if used.contains(&ip) {
+    if leased {
         return Err(format!("address {ip} is already in use"));
     }
     Ok(())
 }
 
-/// [`allocate`], never handing out one of `routers` (the gateways static
-/// routes point at: asked for by address, one is the router).
-pub fn allocate_avoiding(
+/// The lowest free address of the subnet's range, or `None` when it is full.
+pub fn allocate(s: &Subnet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+    let free: Result<_, std::convert::Infallible> =
+        allocate_after(s, None, |ip| Ok(used.contains(&ip)));
+    free.unwrap_or_else(|never| match never {})
+}
+
+/// The first free address of the subnet's range after `last` (the address
+/// this range handed out last), wrapping around to the range's start; from
+/// the start when `last` is `None` or outside the range. `None` when every
+/// address is taken. This is how Docker, Podman and host-local allocate: an
+/// address just released (whose neighbours may still cache its MAC) is the
+/// last to be handed out again, and the next address is usually free, so
+/// `taken` is asked about one address, not about every lease.
+///
+/// Every candidate after the first that the scan passes is taken or
+/// reserved, so it ends after at most (leases in the range + 4) lookups.
+pub fn allocate_after<E>(
     s: &Subnet,
-    used: &BTreeSet<IpAddr>,
-    routers: &BTreeSet<IpAddr>,
-) -> Option<IpAddr> {
-    if routers.is_empty() {
-        allocate(s, used)
-    } else {
-        allocate(s, &used.union(routers).copied().collect())
+    last: Option<IpAddr>,
+    mut taken: impl FnMut(IpAddr) -> Result<bool, E>,
+) -> Result<Option<IpAddr>, E> {
+    let Some((lo, hi)) = bounds(s) else {
+        return Ok(None);
+    };
+    let start = match last {
+        Some(ip) if ip >= lo && ip < hi => offset(ip, 1),
+        _ => lo,
+    };
+    // From `start` to the end, then from the start of the range up to it.
+    let mut ip = start;
+    loop {
+        if !is_reserved(&s.subnet, ip) && ip != s.gateway && !taken(ip)? {
+            return Ok(Some(ip));
+        }
+        ip = if ip == hi { lo } else { offset(ip, 1) };
+        if ip == start {
+            return Ok(None);
+        }
     }
 }
 
-/// The lowest free address of the subnet's range, or `None` when it is full.
-/// The scan skips the reserved addresses and stops after `used.len() + 3`
-/// candidates, so it is bounded even in an IPv6 /64.
-pub fn allocate(s: &Subnet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+/// The name a range's allocation cursor is kept under in its pool: the
+/// range, or the subnet, and its start and end when it has them.
+pub fn range_key(s: &Subnet) -> String {
+    let mut key = s.ip_range.unwrap_or(s.subnet).to_string();
+    if s.range_start.is_some() || s.range_end.is_some() {
+        let bound = |b: Option<IpAddr>| b.map(|ip| ip.to_string()).unwrap_or_default();
+        key = format!("{key} {}-{}", bound(s.range_start), bound(s.range_end));
+    }
+    key
+}
+
+/// The first and last address allocation may hand out: the range (or the
+/// subnet) narrowed by its start and end; `None` when that is empty.
+fn bounds(s: &Subnet) -> Option<(IpAddr, IpAddr)> {
     let range = s.ip_range.unwrap_or(s.subnet);
-    let mut ip = match s.range_start {
-        Some(start) if range.contains(&start) && start > range.network() => start,
+    let lo = match s.range_start {
+        Some(start) if range.contains(&start) => start,
         _ => range.network(),
     };
-    let limit = used.len() + 3;
-    for _ in 0..=limit {
-        if !range.contains(&ip) || s.range_end.is_some_and(|end| ip > end) {
-            return None;
-        }
-        if !is_reserved(&s.subnet, ip) && ip != s.gateway && !used.contains(&ip) {
-            return Some(ip);
-        }
-        let next = offset(ip, 1);
-        if next <= ip {
-            return None;
-        }
-        ip = next;
-    }
-    None
+    let hi = match s.range_end {
+        Some(end) if range.contains(&end) => end,
+        Some(end) if end < range.network() => return None,
+        _ => range.broadcast(),
+    };
+    (lo <= hi).then_some((lo, hi))
 }
 
 fn offset(ip: IpAddr, n: u128) -> IpAddr {
@@ -182,6 +218,18 @@ mod tests {
         assert_eq!(a, "10.0.0.2".parse::<IpAddr>().unwrap());
         used.insert(a);
         assert_eq!(allocate(&s, &used), None);
+    }
+
+    #[test]
+    fn allocates_after_the_last_and_wraps_around() {
+        let s = subnet("10.0.0.0/29"); // .2 to .6 usable
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let used: BTreeSet<IpAddr> = [ip("10.0.0.3"), ip("10.0.0.6")].into();
+        let next = |last| allocate_after::<()>(&s, last, |a| Ok(used.contains(&a))).unwrap();
+        assert_eq!(next(Some(ip("10.0.0.2"))), Some(ip("10.0.0.4")));
+        assert_eq!(next(Some(ip("10.0.0.5"))), Some(ip("10.0.0.2")));
+        assert_eq!(next(Some(ip("10.0.0.7"))), Some(ip("10.0.0.2")));
+        assert_eq!(next(Some(ip("192.0.2.1"))), Some(ip("10.0.0.2")));
     }
 
     #[test]

@@ -29,8 +29,16 @@ CREATE TABLE IF NOT EXISTS ports (
     PRIMARY KEY (family, protocol, port, host_ip));
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container);
 CREATE TABLE IF NOT EXISTS taps (name TEXT PRIMARY KEY, network TEXT NOT NULL);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS ipam_cursors (
+    pool TEXT NOT NULL, range TEXT NOT NULL, last TEXT NOT NULL,
+    PRIMARY KEY (pool, range)) WITHOUT ROWID;
+PRAGMA user_version = 2;
 ";
+
+/// The schema's version: 2 added `ipam_cursors`. Every statement of
+/// [`SCHEMA`] is idempotent, so a store of an older version is brought up
+/// to date by running it again.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The store of one state dir.
 pub struct Store {
@@ -73,7 +81,7 @@ impl Store {
             lock_path: state_dir.join("lock"),
             wal_path: state_dir.join("rete.db-wal"),
         };
-        if version == 0 {
+        if version < SCHEMA_VERSION {
             store.write(|db| Ok(db.0.execute_batch(SCHEMA)?))?;
         }
         Ok(store)
@@ -159,9 +167,12 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Deletes a network's record and where its ranges' allocation stopped.
     pub fn delete_network(&self, name: &str) -> Result<()> {
         self.0
             .execute("DELETE FROM networks WHERE name = ?1", [name])?;
+        self.0
+            .execute("DELETE FROM ipam_cursors WHERE pool = ?1", [name])?;
         Ok(())
     }
 
@@ -204,17 +215,39 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// Addresses leased on a network.
-    pub fn leases(&self, network: &str) -> Result<BTreeSet<IpAddr>> {
-        let mut stmt = self
+    /// Whether an address of a network (or IPAM pool) is leased: one
+    /// lookup in the leases' primary key.
+    pub fn is_leased(&self, network: &str, ip: IpAddr) -> Result<bool> {
+        Ok(self
             .0
-            .prepare_cached("SELECT ip FROM leases WHERE network = ?1")?;
-        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
-        rows.map(|ip| {
-            ip?.parse()
-                .map_err(|_| Error::Store("corrupt lease address".into()))
+            .prepare_cached("SELECT 1 FROM leases WHERE network = ?1 AND ip = ?2")?
+            .query_row(params![network, ip.to_string()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// The address a range of a network (or IPAM pool) handed out last:
+    /// where its next allocation starts looking ([`crate::ipam::allocate_after`]).
+    pub fn last_allocated(&self, pool: &str, range: &str) -> Result<Option<IpAddr>> {
+        let last: Option<String> = self
+            .0
+            .prepare_cached("SELECT last FROM ipam_cursors WHERE pool = ?1 AND range = ?2")?
+            .query_row([pool, range], |r| r.get(0))
+            .optional()?;
+        last.map(|ip| {
+            ip.parse()
+                .map_err(|_| Error::Store(format!("corrupt allocation cursor of {pool}")))
         })
-        .collect()
+        .transpose()
+    }
+
+    pub fn set_last_allocated(&self, pool: &str, range: &str, ip: IpAddr) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO ipam_cursors (pool, range, last) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![pool, range, ip.to_string()])?;
+        Ok(())
     }
 
     /// Addresses one owner holds on a network (or IPAM pool).

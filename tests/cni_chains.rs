@@ -75,11 +75,11 @@ fn sandbox_index(result: &Value, ns: &Path, ifname: &str) -> usize {
         .unwrap_or_else(|| panic!("no {ifname} in {sandbox}: {result}"))
 }
 
-/// A rete-ipam block for `subnet` with a default route.
-fn rete_ipam(subnet: &str) -> Value {
+/// A rete-ipam block leasing `start` to `end` of `subnet`, with a default route.
+fn rete_ipam(subnet: &str, start: &str, end: &str) -> Value {
     json!({
         "type": "rete-ipam",
-        "ranges": [[{ "subnet": subnet }]],
+        "ranges": [[{ "subnet": subnet, "rangeStart": start, "rangeEnd": end }]],
         "routes": [{ "dst": "0.0.0.0/0" }]
     })
 }
@@ -114,7 +114,7 @@ fn macvlan_with_rete_ipam() {
         "name": "mvnet",
         "plugins": [{
             "type": "macvlan", "master": "mvmaster", "mode": "bridge",
-            "ipam": rete_ipam("10.94.0.0/24")
+            "ipam": rete_ipam("10.94.0.0/24", "10.94.0.2", "10.94.0.3")
         }]
     }));
     let ns_a = container_ns(&lab, "a");
@@ -148,8 +148,8 @@ fn macvlan_with_rete_ipam() {
     ok(runner.check(&list, &rt_a));
     ok(runner.check(&list, &rt_b));
 
-    // rete's store holds the leases: another ADD gets the next address,
-    // and after DEL the released one comes back.
+    // rete's store holds the leases: with both addresses of the range
+    // taken, an ADD after a DEL gets the released one, or none at all.
     ok(runner.del(&list, &rt_a));
     ok(runner.del(&list, &rt_a));
     assert_eq!(link_of(&ns_a, "eth0"), "", "macvlan DEL removes eth0");
@@ -159,10 +159,14 @@ fn macvlan_with_rete_ipam() {
     assert_eq!(rc["ips"][0]["address"], "10.94.0.2/24", "{rc}");
     ok(runner.del(&list, &rt_b));
     ok(runner.del(&list, &rt_c));
-    // Nothing held: the first address again.
+    // Nothing held: both addresses again, the one after c's first.
     let rd = ok(runner.add(&list, &rt_a));
-    assert_eq!(rd["ips"][0]["address"], "10.94.0.2/24", "{rd}");
+    assert_eq!(rd["ips"][0]["address"], "10.94.0.3/24", "{rd}");
+    let rt_e = RuntimeConf::new("e", &container_ns(&lab, "e"));
+    let re = ok(runner.add(&list, &rt_e));
+    assert_eq!(re["ips"][0]["address"], "10.94.0.2/24", "{re}");
     ok(runner.del(&list, &rt_a));
+    ok(runner.del(&list, &rt_e));
     // rete-ipam's pools are not rete networks or containers.
     assert_eq!(lab.rete_ok(&["ls", "-q"]), "");
 }
@@ -182,7 +186,7 @@ fn bridge_with_rete_ipam() {
         "name": "refbr",
         "plugins": [{
             "type": "bridge", "bridge": "cnibr0", "isGateway": true, "ipMasq": true,
-            "ipam": rete_ipam("10.95.0.0/24")
+            "ipam": rete_ipam("10.95.0.0/24", "10.95.0.2", "10.95.0.3")
         }]
     }));
     let ns_a = container_ns(&lab, "a");

@@ -249,9 +249,10 @@ fn a_replaced_container_is_reachable_at_once_on_its_old_address() {
         Some("10.72.9.1".into())
     );
     lab.rete_ok(&["rm", "b"]);
-    // A new container gets the freed address; those who cached the old
+    // A new container takes the freed address; those who cached the old
     // one's MAC must still reach it without waiting for ARP to expire.
-    let (b2_ns, b2) = container(&lab, "b2", "lan");
+    lab.rete_ok(&["create", "b2", "--network", "lan", "--ip", &b.to_string()]);
+    let (b2_ns, b2) = (lab.container_ns("b2"), lab.addr_of("b2", "lan", false));
     assert_eq!(b2, b, "the freed address is leased again");
     assert_eq!(tcp_reaches(&a_ns, &b2_ns, b2, 5602), Some(a.to_string()));
     assert_eq!(

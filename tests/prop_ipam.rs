@@ -1,7 +1,8 @@
 //! Properties of address management over random subnets, gateways, ranges
 //! and in-use sets: allocation never hands out a duplicate, the gateway, the
 //! network or (IPv4) broadcast address, or an address outside the range;
-//! it hands out the lowest free address; it runs dry after exactly as many
+//! it hands out the lowest free address, or after a cursor the first free
+//! one past it (wrapping around); it runs dry after exactly as many
 //! addresses as the range has usable; and `check_request` accepts exactly
 //! the free usable addresses of the subnet. Pure functions: no root needed.
 
@@ -145,6 +146,63 @@ proptest! {
         let want = usable(&s).into_iter().find(|ip| !used.contains(ip));
         let got = ipam::allocate(&s, &used);
         prop_assert_eq!(got, want, "subnet {} range {:?} gateway {}", s.subnet, s.ip_range, s.gateway);
+    }
+
+    /// After a cursor (the range's last allocation, anywhere or nowhere),
+    /// allocation returns the first free usable address past it in the
+    /// range's order, wrapping to the start, and asks about one address per
+    /// candidate it passes: no more lookups than taken addresses + 4.
+    #[test]
+    fn allocation_after_a_cursor_takes_the_next_free_address(
+        (s, used) in subnet_and_used(),
+        k in 0u128..300,
+    ) {
+        let order = usable(&s);
+        let range = s.ip_range.unwrap_or(s.subnet);
+        let last = nth(&s.subnet, k % (size(&s.subnet) + 2));
+        // Where the scan starts: just past the cursor when it lies in the range.
+        let cut = if range.contains(&last) {
+            order.iter().position(|ip| *ip > last).unwrap_or(order.len())
+        } else {
+            0
+        };
+        let want = order[cut..]
+            .iter()
+            .chain(&order[..cut])
+            .find(|ip| !used.contains(ip))
+            .copied();
+        let mut asked = 0usize;
+        let got: Result<_, ()> = ipam::allocate_after(&s, Some(last), |ip| {
+            asked += 1;
+            Ok(used.contains(&ip))
+        });
+        prop_assert_eq!(got, Ok(want), "subnet {} range {:?} after {}", s.subnet, s.ip_range, last);
+        prop_assert!(asked <= used.len() + 4, "{} lookups with {} taken", asked, used.len());
+    }
+
+    /// Allocating with the cursor moved each time hands out every usable
+    /// address once, in order, then runs dry; releasing one makes it the
+    /// next, however far back it lies.
+    #[test]
+    fn allocation_with_a_cursor_cycles_the_range(s in subnet(), pick in any::<prop::sample::Index>()) {
+        let order = usable(&s);
+        let mut used = BTreeSet::new();
+        let mut last = None;
+        for want in &order {
+            let got: Result<_, ()> = ipam::allocate_after(&s, last, |ip| Ok(used.contains(&ip)));
+            prop_assert_eq!(got, Ok(Some(*want)));
+            used.insert(*want);
+            last = Some(*want);
+        }
+        let full: Result<_, ()> = ipam::allocate_after(&s, last, |ip| Ok(used.contains(&ip)));
+        prop_assert_eq!(full, Ok(None));
+        if order.is_empty() {
+            return Ok(());
+        }
+        let freed = order[pick.index(order.len())];
+        used.remove(&freed);
+        let again: Result<_, ()> = ipam::allocate_after(&s, last, |ip| Ok(used.contains(&ip)));
+        prop_assert_eq!(again, Ok(Some(freed)));
     }
 
     /// Requests are accepted exactly when the address is in the subnet

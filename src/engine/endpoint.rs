@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use ipnet::IpNet;
 
 use super::kernel::Kernel;
+use super::leases;
 use super::shaping;
 use crate::error::{Error, Result};
 use crate::ipam;
@@ -77,7 +78,7 @@ pub(super) fn attach(
 }
 
 /// Leases one address per subnet of the network: the requested one of its
-/// family if it lies in the subnet, else the lowest free one.
+/// family if it lies in the subnet, else the next free one.
 fn lease(
     db: &Db,
     container: &str,
@@ -85,7 +86,6 @@ fn lease(
     ip4: Option<IpAddr>,
     ip6: Option<IpAddr>,
 ) -> Result<Vec<IpNet>> {
-    let mut used = db.leases(&net.name)?;
     // The routers the network's static routes point at: never handed out by
     // allocation (asked for by address, one is the router container).
     let routers: BTreeSet<IpAddr> = net.routes.iter().map(|r| r.gateway).collect();
@@ -95,8 +95,9 @@ fn lease(
             if s.subnet.addr().is_ipv4() { ip4 } else { ip6 }.filter(|ip| s.subnet.contains(ip));
         let ip = match requested {
             Some(ip) => {
-                ipam::check_request(s, ip, &used).map_err(|why| {
-                    if used.contains(&ip) {
+                let leased = db.is_leased(&net.name, ip)?;
+                ipam::check_address(s, ip, leased).map_err(|why| {
+                    if leased {
                         Error::Conflict(format!("{why} on network \"{}\"", net.name))
                     } else {
                         Error::Invalid(why)
@@ -104,7 +105,7 @@ fn lease(
                 })?;
                 ip
             }
-            None => ipam::allocate_avoiding(s, &used, &routers).ok_or_else(|| {
+            None => leases::allocate(db, &net.name, s, &routers)?.ok_or_else(|| {
                 Error::Exhausted(format!(
                     "network \"{}\" has no free address left in {}; remove containers or create a network with a larger --subnet",
                     net.name,
@@ -112,7 +113,6 @@ fn lease(
                 ))
             })?,
         };
-        used.insert(ip);
         db.add_lease(&net.name, ip, container)?;
         addresses.push(IpNet::new(ip, s.subnet.prefix_len()).expect("prefix from a subnet"));
     }

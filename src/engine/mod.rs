@@ -12,6 +12,7 @@ mod etc_files;
 mod exec;
 mod gc;
 mod kernel;
+mod leases;
 mod network;
 mod pool;
 mod publish;
@@ -74,9 +75,11 @@ impl Engine {
     /// the way that succeeds.
     fn healing<T>(&mut self, mut op: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         match op(self) {
-            Err(crate::Error::NotFound(m)) => {
+            // What is missing (the bridge), or in use (a lease or port of an
+            // attachment whose namespace went with it).
+            Err(e @ (crate::Error::NotFound(_) | crate::Error::Conflict(_))) => {
                 if !self.bridge_lost() {
-                    return Err(crate::Error::NotFound(m));
+                    return Err(e);
                 }
                 self.gc()?;
                 op(self)

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::leases;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::ipam;
@@ -36,7 +37,6 @@ impl Engine {
     ) -> Result<Vec<PoolLease>> {
         self.transact(|db, _, _| {
             let held = db.leases_of(pool, owner)?;
-            let mut used = db.leases(pool)?;
             let mut out = Vec::new();
             for set in range_sets {
                 for r in set {
@@ -55,8 +55,9 @@ impl Engine {
                     .find_map(|ip| set.iter().find(|r| r.subnet.contains(ip)).map(|r| (r, *ip)));
                 let (range, ip) = match wanted {
                     Some((r, ip)) => {
-                        ipam::check_request(r, ip, &used).map_err(|why| {
-                            if used.contains(&ip) {
+                        let leased = db.is_leased(pool, ip)?;
+                        ipam::check_address(r, ip, leased).map_err(|why| {
+                            if leased {
                                 Error::Conflict(format!("{why} in pool \"{pool}\""))
                             } else {
                                 Error::Invalid(why)
@@ -64,20 +65,16 @@ impl Engine {
                         })?;
                         (r, ip)
                     }
-                    None => set
-                        .iter()
-                        .find_map(|r| ipam::allocate_avoiding(r, &used, routers).map(|ip| (r, ip)))
-                        .ok_or_else(|| {
-                            Error::Exhausted(format!(
-                                "pool \"{pool}\" has no free address left in {}",
-                                set.iter()
-                                    .map(|r| r.subnet.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ))
-                        })?,
+                    None => first_free(db, pool, set, routers)?.ok_or_else(|| {
+                        Error::Exhausted(format!(
+                            "pool \"{pool}\" has no free address left in {}",
+                            set.iter()
+                                .map(|r| r.subnet.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?,
                 };
-                used.insert(ip);
                 db.add_lease(pool, ip, owner)?;
                 out.push(lease_of(range, ip));
             }
@@ -115,12 +112,36 @@ impl Engine {
         range_sets: &[Vec<Subnet>],
         routers: &BTreeSet<IpAddr>,
     ) -> Result<bool> {
-        let used = self.store.read().leases(pool)?;
-        Ok(range_sets.iter().all(|set| {
-            set.iter()
-                .any(|r| ipam::allocate_avoiding(r, &used, routers).is_some())
-        }))
+        let db = self.store.read();
+        for set in range_sets {
+            let mut room = false;
+            for r in set {
+                if leases::has_room(&db, pool, r, routers)? {
+                    room = true;
+                    break;
+                }
+            }
+            if !room {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
+}
+
+/// The next free address of the first range of `set` that has one.
+fn first_free<'a>(
+    db: &crate::store::Db,
+    pool: &str,
+    set: &'a [Subnet],
+    routers: &BTreeSet<IpAddr>,
+) -> Result<Option<(&'a Subnet, IpAddr)>> {
+    for r in set {
+        if let Some(ip) = leases::allocate(db, pool, r, routers)? {
+            return Ok(Some((r, ip)));
+        }
+    }
+    Ok(None)
 }
 
 fn lease_of(r: &Subnet, ip: IpAddr) -> PoolLease {

@@ -3,7 +3,7 @@
 //! container record is made on its first attachment and forgotten after its
 //! last.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -206,11 +206,13 @@ impl Engine {
     /// Whether every subnet of the network has a free address.
     pub fn network_has_room(&self, network: &str) -> Result<bool> {
         let net = self.network(network)?;
-        let used = self.store.read().leases(network)?;
-        Ok(net
-            .subnets
-            .iter()
-            .all(|s| crate::ipam::allocate(s, &used).is_some()))
+        let db = self.store.read();
+        for s in &net.subnets {
+            if !super::leases::has_room(&db, network, s, &BTreeSet::new())? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Removes every attachment of a container.
