@@ -133,14 +133,7 @@ fn hundred_parallel_adds_then_hundred_parallel_dels() {
         .collect();
     assert!(cached.is_empty(), "cached results left: {cached:?}");
     // No lease and no port claim survived in the store.
-    let db = rusqlite::Connection::open(lab.state_dir().join("rete.db")).unwrap();
-    for table in ["leases", "ports", "containers"] {
-        let rows: i64 = db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rows left in {table}");
-    }
-    drop(db);
+    assert_store_holds_nothing(&lab);
     // And the first address, leased by one of the hundred, may be asked for.
     let fresh = RuntimeConf::new("fresh", &container_ns(&lab, "fresh")).arg("IP", "10.100.0.2");
     let r = runner.add(&list, &fresh).unwrap_or_else(|e| panic!("{e}"));

@@ -118,14 +118,7 @@ fn fifty_parallel_creates_then_fifty_parallel_removes() {
         .collect();
     assert!(pinned.is_empty(), "namespaces left: {pinned:?}");
     // No lease and no port claim survived in the store.
-    let db = rusqlite::Connection::open(lab.state_dir().join("rete.db")).unwrap();
-    for table in ["leases", "ports", "containers"] {
-        let rows: i64 = db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, 0, "rows left in {table}");
-    }
-    drop(db);
+    assert_store_holds_nothing(&lab);
     // And the first address, leased by one of the fifty, may be asked for.
     lab.rete_ok(&["create", "fresh", "--network", "web", "--ip", "10.70.0.2"]);
     assert_eq!(lab.addr_of("fresh", "web", false).to_string(), "10.70.0.2");

@@ -322,6 +322,18 @@ pub fn assert_no_residue(lab: &Lab) {
     assert_eq!(lab.nft(), "", "the nftables table should be gone");
 }
 
+/// The store of the lab's state dir holds no container, lease or port
+/// claim: what removing everything must leave.
+pub fn assert_store_holds_nothing(lab: &Lab) {
+    let db = rusqlite::Connection::open(lab.state_dir().join("rete.db")).expect("open the store");
+    for table in ["containers", "leases", "ports"] {
+        let rows: i64 = db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count rows");
+        assert_eq!(rows, 0, "rows left in the store's {table}");
+    }
+}
+
 /// A server on a thread inside a namespace, which it holds (as a process
 /// in a container would) until it has served its count, its deadline
 /// passed or it is dropped.
