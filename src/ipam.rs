@@ -3,7 +3,6 @@
 //! with an indexed lookup inside its write transaction instead of loading
 //! every lease of the network.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -77,12 +76,7 @@ pub fn check_subnet(s: &Subnet) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an address the user asked for.
-pub fn check_request(s: &Subnet, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<(), String> {
-    check_address(s, ip, used.contains(&ip))
-}
-
-/// [`check_request`] with whether `ip` is leased already looked up.
+/// Checks an address the user asked for, `leased` or not.
 pub fn check_address(s: &Subnet, ip: IpAddr, leased: bool) -> Result<(), String> {
     if !s.subnet.contains(&ip) {
         return Err(format!("address {ip} is outside subnet {}", s.subnet));
@@ -99,20 +93,13 @@ pub fn check_address(s: &Subnet, ip: IpAddr, leased: bool) -> Result<(), String>
     Ok(())
 }
 
-/// The lowest free address of the subnet's range, or `None` when it is full.
-pub fn allocate(s: &Subnet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
-    let free: Result<_, std::convert::Infallible> =
-        allocate_after(s, None, |ip| Ok(used.contains(&ip)));
-    free.unwrap_or_else(|never| match never {})
-}
-
 /// The first free address of the subnet's range after `last` (the address
 /// this range handed out last), wrapping around to the range's start; from
-/// the start when `last` is `None` or outside the range. `None` when every
-/// address is taken. This is how Docker, Podman and host-local allocate: an
-/// address just released (whose neighbours may still cache its MAC) is the
-/// last to be handed out again, and the next address is usually free, so
-/// `taken` is asked about one address, not about every lease.
+/// the start (the lowest free address) when `last` is `None` or outside the
+/// range. `None` when every address is taken. This is how Podman and
+/// host-local allocate: an address just released is the last to be handed
+/// out again, and the next address is usually free, so `taken` is asked
+/// about one address, not about every lease.
 ///
 /// Every candidate after the first that the scan passes is taken or
 /// reserved, so it ends after at most (leases in the range + 4) lookups.
@@ -197,6 +184,8 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn subnet(s: &str) -> Subnet {
@@ -214,10 +203,13 @@ mod tests {
     fn allocates_lowest_free_skipping_gateway() {
         let s = subnet("10.0.0.0/30");
         let mut used = BTreeSet::new();
-        let a = allocate(&s, &used).unwrap();
+        let next = |used: &BTreeSet<IpAddr>| {
+            allocate_after::<()>(&s, None, |a| Ok(used.contains(&a))).unwrap()
+        };
+        let a = next(&used).unwrap();
         assert_eq!(a, "10.0.0.2".parse::<IpAddr>().unwrap());
         used.insert(a);
-        assert_eq!(allocate(&s, &used), None);
+        assert_eq!(next(&used), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ipam;
 use crate::model::Subnet;
 use crate::store::Db;
@@ -20,27 +20,37 @@ pub(super) fn allocate(
     range: &Subnet,
     routers: &BTreeSet<IpAddr>,
 ) -> Result<Option<IpAddr>> {
-    let key = ipam::range_key(range);
-    let last = db.last_allocated(pool, &key)?;
-    let ip = ipam::allocate_after(range, last, |ip| {
-        Ok::<_, crate::error::Error>(routers.contains(&ip) || db.is_leased(pool, ip)?)
-    })?;
+    let ip = next_free(db, pool, range, routers)?;
     if let Some(ip) = ip {
-        db.set_last_allocated(pool, &key, ip)?;
+        db.set_last_allocated(pool, &ipam::range_key(range), ip)?;
     }
     Ok(ip)
 }
 
-/// Whether `range` of `pool` has a free address that is not one of `routers`.
+/// Whether one of `ranges` (alternatives) of `pool` has a free address
+/// that is not one of `routers`.
 pub(super) fn has_room(
+    db: &Db,
+    pool: &str,
+    ranges: &[Subnet],
+    routers: &BTreeSet<IpAddr>,
+) -> Result<bool> {
+    for range in ranges {
+        if next_free(db, pool, range, routers)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn next_free(
     db: &Db,
     pool: &str,
     range: &Subnet,
     routers: &BTreeSet<IpAddr>,
-) -> Result<bool> {
+) -> Result<Option<IpAddr>> {
     let last = db.last_allocated(pool, &ipam::range_key(range))?;
-    Ok(ipam::allocate_after(range, last, |ip| {
-        Ok::<_, crate::error::Error>(routers.contains(&ip) || db.is_leased(pool, ip)?)
-    })?
-    .is_some())
+    ipam::allocate_after(range, last, |ip| {
+        Ok::<_, Error>(routers.contains(&ip) || db.is_leased(pool, ip)?)
+    })
 }

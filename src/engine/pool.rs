@@ -114,14 +114,7 @@ impl Engine {
     ) -> Result<bool> {
         let db = self.store.read();
         for set in range_sets {
-            let mut room = false;
-            for r in set {
-                if leases::has_room(&db, pool, r, routers)? {
-                    room = true;
-                    break;
-                }
-            }
-            if !room {
+            if !leases::has_room(&db, pool, set, routers)? {
                 return Ok(false);
             }
         }

@@ -208,7 +208,7 @@ impl Engine {
         let net = self.network(network)?;
         let db = self.store.read();
         for s in &net.subnets {
-            if !super::leases::has_room(&db, network, s, &BTreeSet::new())? {
+            if !super::leases::has_room(&db, network, std::slice::from_ref(s), &BTreeSet::new())? {
                 return Ok(false);
             }
         }
