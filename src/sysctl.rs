@@ -1,32 +1,118 @@
 //! Kernel parameters under /proc/sys. /proc/sys/net shows the network
 //! namespace of the process that opens it, so these act on rete's namespace.
+//!
+//! They are reached through a procfs instance of rete's own, where one
+//! exists (see [`proc_root`]): on a host with many network namespaces, the
+//! shared /proc makes the first lookup of /proc/sys/net in a namespace cost
+//! milliseconds.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
 /// Sets `key` (dotted, as `sysctl` names it) to `value` unless it already is.
 pub fn ensure(key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
-        return Ok(());
-    }
-    std::fs::write(&path, value).map_err(|e| Error::kernel(format!("set {key}={value}"), e))
+    let path = format!("sys/{}", key.replace('.', "/"));
+    ensure_at(&path, value).map_err(|e| Error::kernel(format!("set {key}={value}"), e))
 }
 
 /// The per-interface form of [`ensure`]; interface names may contain dots,
 /// which the dotted form cannot carry.
 pub fn ensure_if(family: &str, ifname: &str, leaf: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/{family}/conf/{ifname}/{leaf}");
-    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
-        return Ok(());
-    }
-    std::fs::write(&path, value)
+    let path = format!("sys/net/{family}/conf/{ifname}/{leaf}");
+    ensure_at(&path, value)
         .map_err(|e| Error::kernel(format!("set net.{family}.conf.{ifname}.{leaf}={value}"), e))
 }
 
 /// Sets a per-interface parameter without reading it first: for a link
 /// just made, whose value is the default.
 pub fn set_if(family: &str, ifname: &str, leaf: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/{family}/conf/{ifname}/{leaf}");
-    std::fs::write(&path, value)
+    let path = format!("sys/net/{family}/conf/{ifname}/{leaf}");
+    write_at(&path, value)
         .map_err(|e| Error::kernel(format!("set net.{family}.conf.{ifname}.{leaf}={value}"), e))
+}
+
+fn ensure_at(path: &str, value: &str) -> std::io::Result<()> {
+    if read_at(path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    write_at(path, value)
+}
+
+fn read_at(path: &str) -> std::io::Result<String> {
+    let mut s = String::new();
+    open_at(path, libc::O_RDONLY)?.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+fn write_at(path: &str, value: &str) -> std::io::Result<()> {
+    open_at(path, libc::O_WRONLY)?.write_all(value.as_bytes())
+}
+
+/// Opens `path` (relative to a procfs root, e.g. "sys/net/...").
+fn open_at(path: &str, flags: libc::c_int) -> std::io::Result<File> {
+    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fd = match proc_root() {
+        Some(root) => unsafe {
+            libc::openat(root.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC)
+        },
+        None => {
+            let abs = CString::new(format!("/proc/{path}")).expect("no NUL: checked above");
+            unsafe { libc::open(abs.as_ptr(), flags | libc::O_CLOEXEC) }
+        }
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A procfs instance of this process's own: a detached mount (fsopen,
+/// fsmount), in no mount namespace, gone when the process ends. None where
+/// the kernel or rete's privileges allow none; /proc serves then.
+///
+/// Why: the dentries of /proc/sys/net of every network namespace share one
+/// hash chain in the shared /proc (same parent, same name), newest first,
+/// and a lookup compares each, under a spinlock, until it meets its own
+/// namespace's. With ~5000 namespaces whose sysctls other tools had read
+/// (netavark and the CNI plugins set some in every container), writing one
+/// sysctl of a host end cost 2-4 ms (`perf record -a` during
+/// `bench/run.sh --n 1000`). A fresh instance has no such chain; making it
+/// costs tens of microseconds.
+fn proc_root() -> Option<&'static OwnedFd> {
+    static ROOT: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    ROOT.get_or_init(|| private_procfs().ok()).as_ref()
+}
+
+fn private_procfs() -> std::io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_long = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_long = 6;
+    const FSMOUNT_CLOEXEC: libc::c_long = 1;
+    let check = |r: libc::c_long| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) })
+        }
+    };
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let null = std::ptr::null::<libc::c_char>();
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
 }
