@@ -116,3 +116,44 @@ fn private_procfs() -> std::io::Result<OwnedFd> {
     }
     check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A setting made through rete's procfs lands in the namespace of the
+    /// thread making it: here a new one, so the machine's is never touched.
+    #[test]
+    fn private_procfs_acts_on_the_callers_namespace() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a procfs and making a namespace need root");
+            return;
+        }
+        assert!(
+            proc_root().is_some(),
+            "fsopen/fsmount of proc: {:?}",
+            private_procfs().err()
+        );
+        let outer = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        std::thread::spawn(|| {
+            // SAFETY: unshare(2) of this thread's network namespace only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let read = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+            assert_eq!(
+                read().trim(),
+                "0",
+                "a new namespace starts without forwarding"
+            );
+            ensure("net.ipv4.ip_forward", "1").unwrap();
+            assert_eq!(read().trim(), "1");
+            assert_eq!(read_at("sys/net/ipv4/ip_forward").unwrap().trim(), "1");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            outer,
+            "the outer namespace is unchanged"
+        );
+    }
+}
