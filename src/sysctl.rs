@@ -2,15 +2,16 @@
 //! namespace of the process that opens it, so these act on rete's namespace.
 //!
 //! They are reached through a procfs instance of rete's own, where one
-//! exists (see [`proc_root`]): on a host with many network namespaces, the
-//! shared /proc makes the first lookup of /proc/sys/net in a namespace cost
-//! milliseconds.
+//! can be made (see [`proc_root`]): on a host with many network namespaces,
+//! a lookup under the shared /proc/sys/net can cost milliseconds.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
+
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 
@@ -45,44 +46,39 @@ fn ensure_at(path: &str, value: &str) -> std::io::Result<()> {
 
 fn read_at(path: &str) -> std::io::Result<String> {
     let mut s = String::new();
-    open_at(path, libc::O_RDONLY)?.read_to_string(&mut s)?;
+    open_at(path, OFlag::O_RDONLY)?.read_to_string(&mut s)?;
     Ok(s)
 }
 
 fn write_at(path: &str, value: &str) -> std::io::Result<()> {
-    open_at(path, libc::O_WRONLY)?.write_all(value.as_bytes())
+    open_at(path, OFlag::O_WRONLY)?.write_all(value.as_bytes())
 }
 
 /// Opens `path` (relative to a procfs root, e.g. "sys/net/...").
-fn open_at(path: &str, flags: libc::c_int) -> std::io::Result<File> {
-    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+fn open_at(path: &str, flags: OFlag) -> std::io::Result<File> {
     let fd = match proc_root() {
-        Some(root) => unsafe {
-            libc::openat(root.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC)
-        },
-        None => {
-            let abs = CString::new(format!("/proc/{path}")).expect("no NUL: checked above");
-            unsafe { libc::open(abs.as_ptr(), flags | libc::O_CLOEXEC) }
-        }
+        Some(root) => openat(root, path, flags | OFlag::O_CLOEXEC, Mode::empty())?,
+        None => open(
+            format!("/proc/{path}").as_str(),
+            flags | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?,
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { File::from_raw_fd(fd) })
+    Ok(File::from(fd))
 }
 
 /// A procfs instance of this process's own: a detached mount (fsopen,
 /// fsmount), in no mount namespace, gone when the process ends. None where
 /// the kernel or rete's privileges allow none; /proc serves then.
 ///
-/// Why: the dentries of /proc/sys/net of every network namespace share one
-/// hash chain in the shared /proc (same parent, same name), newest first,
-/// and a lookup compares each, under a spinlock, until it meets its own
-/// namespace's. With ~5000 namespaces whose sysctls other tools had read
-/// (netavark and the CNI plugins set some in every container), writing one
-/// sysctl of a host end cost 2-4 ms (`perf record -a` during
-/// `bench/run.sh --n 1000`). A fresh instance has no such chain; making it
-/// costs tens of microseconds.
+/// Why: in the shared /proc, each network namespace that has looked under
+/// /proc/sys/net has its own dentries there, and those of one name (`ipv6`,
+/// say) share one hash chain, newest first; a lookup compares each, under a
+/// spinlock, until it meets its own namespace's. netavark and the CNI
+/// plugins set sysctls in every container they make, so with a few thousand
+/// of theirs writing one sysctl of a host end cost 2-4 ms (`perf record -a`
+/// during `bench/run.sh --n 1000`). A fresh instance has no such chain;
+/// making and dropping it costs ~0.25 ms of each process.
 fn proc_root() -> Option<&'static OwnedFd> {
     static ROOT: OnceLock<Option<OwnedFd>> = OnceLock::new();
     ROOT.get_or_init(|| private_procfs().ok()).as_ref()
@@ -92,16 +88,20 @@ fn private_procfs() -> std::io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_long = 1;
     const FSCONFIG_CMD_CREATE: libc::c_long = 6;
     const FSMOUNT_CLOEXEC: libc::c_long = 1;
-    let check = |r: libc::c_long| {
+    // The raw calls: libc has their numbers but no wrappers.
+    let fd = |r: libc::c_long| {
         if r < 0 {
             Err(std::io::Error::last_os_error())
         } else {
+            // SAFETY: a descriptor the kernel just returned, owned by no one else.
             Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) })
         }
     };
-    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen(2) with a NUL-terminated name.
+    let fs = fd(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
     let null = std::ptr::null::<libc::c_char>();
-    let r = unsafe {
+    // SAFETY: fsconfig(2) on that context; the command takes no key or value.
+    let created = unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             fs.as_raw_fd(),
@@ -111,10 +111,11 @@ fn private_procfs() -> std::io::Result<OwnedFd> {
             0,
         )
     };
-    if r < 0 {
+    if created < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+    // SAFETY: fsmount(2) of the created context.
+    fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
 }
 
 #[cfg(test)]
