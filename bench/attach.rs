@@ -7,13 +7,16 @@
 //! (not timed) the same way for every peer. Containers 1..=N are attached one
 //! after another, the peers interleaved (the order rotates with each
 //! container so none always goes first), then detached in the same order.
+//! Between two commands, untimed, the bench waits for the processes a
+//! command left behind (rete's, finishing a deletion's kernel work after
+//! rete returned) to end, so that no peer's work lands in the next sample.
 //!
 //! Peers:
 //! - rete:     `rete create cI --network bench -p (10000+I):80 --netns PATH` / `rete rm cI`
 //! - rete-own: `rete create cI --network bench -p (10000+I):80` / `rete rm cI`:
 //!   rete makes the container's namespace itself (timed, where the others
-//!   get it made) and `rete rm` drops it, leaving the veth pair to the
-//!   kernel's namespace teardown; the lab's namespace goes unused
+//!   get it made) and `rete rm` deletes the veth pair from inside it and
+//!   drops it; the lab's namespace goes unused
 //! - netavark: `netavark --config DIR --rootless false setup PATH` (Podman's JSON on
 //!   stdin, NETAVARK_FW=iptables) / `... teardown PATH`
 //! - cni:      `bridge` (host-local IPAM, ipMasq) then `portmap` (prevResult = the
@@ -627,6 +630,10 @@ struct Samples {
     detach: Vec<f64>,
 }
 
+/// How long, untimed, the processes a peer's command left behind get to end
+/// before the next peer's command (see `lab::settle`).
+const SETTLE: Duration = Duration::from_secs(2);
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = bench(args) {
@@ -645,6 +652,7 @@ fn bench(args: Args) -> Res<()> {
         return Err("--n must be between 1 and 1023 (a bridge holds at most 1023 ports)".into());
     }
     let started = Instant::now();
+    lab::adopt_orphans()?;
     let lab = Lab::new(args.dir.clone(), "attach")?;
     let tag = std::process::id().to_string();
     let mut peers: Vec<Box<dyn Peer>> = Vec::new();
@@ -695,6 +703,7 @@ fn bench(args: Args) -> Res<()> {
             let dt = peers[p]
                 .attach(i, &cns)
                 .map_err(|e| format!("{} attach {i}: {e}", peers[p].name()))?;
+            lab::settle(SETTLE);
             samples[p].attach.push(ms(dt));
             containers[p].push(cns);
         }
@@ -723,6 +732,7 @@ fn bench(args: Args) -> Res<()> {
             let dt = peers[p]
                 .detach(i, &containers[p][i - 1])
                 .map_err(|e| format!("{} detach {i}: {e}", peers[p].name()))?;
+            lab::settle(SETTLE);
             samples[p].detach.push(ms(dt));
         }
         if i % 100 == 0 || i == args.n {

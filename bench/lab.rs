@@ -204,6 +204,41 @@ pub fn run(cmd: &mut Command, stdin: &[u8]) -> Res<String> {
     timed(cmd, stdin).map(|(_, out)| out)
 }
 
+// Processes a peer leaves behind: rete hands the kernel's after-work of a
+// deletion (the rest of a bridge port's removal, under the rtnetlink lock,
+// and grace periods) to a process of its own and returns. Left running, that
+// work would land in the next peer's sample.
+
+/// Makes this process the reaper of its orphaned descendants, so that
+/// [`settle`] can wait for them.
+pub fn adopt_orphans() -> Res<()> {
+    // SAFETY: plain prctl(2).
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Waits, untimed and for at most `limit`, until every process left behind
+/// by the commands run so far has ended (none running between commands but
+/// those).
+pub fn settle(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        // SAFETY: plain waitpid(2), reaping any child without its status.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            // ECHILD: no child left.
+            r if r < 0 => return,
+            0 if Instant::now() >= deadline => return,
+            0 => std::thread::sleep(Duration::from_millis(1)),
+            _ => {}
+        }
+    }
+}
+
 /// Runs an `ip -batch -` script inside a namespace.
 pub fn ip_batch(ns: &Ns, script: &str) -> Res<()> {
     let f = ns.open()?;

@@ -43,6 +43,9 @@ pub struct Link {
     pub mtu: Option<u32>,
     /// The largest IPv4 GSO packet the device takes.
     pub gso_ipv4_max_size: Option<u32>,
+    /// The index of the link it is stacked on or paired with (IFLA_LINK):
+    /// for a veth, its peer's, in the peer's namespace.
+    pub peer: Option<u32>,
     /// Whether its peer (a veth's other end) is in a namespace that is
     /// being torn down: the kernel is about to delete the link itself.
     pub peer_dying: bool,
@@ -525,6 +528,7 @@ fn link_of(l: LinkMessage) -> Link {
         mac: None,
         mtu: None,
         gso_ipv4_max_size: None,
+        peer: None,
         peer_dying: false,
         up: l
             .header
@@ -538,6 +542,7 @@ fn link_of(l: LinkMessage) -> Link {
             LinkAttribute::Address(a) => link.mac = Some(a),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::GsoIpv4MaxSize(n) => link.gso_ipv4_max_size = Some(n),
+            LinkAttribute::Link(i) => link.peer = Some(i),
             // A peer namespace the kernel can no longer give an id (-1) is
             // one on its way out.
             LinkAttribute::LinkNetNsId(id) => link.peer_dying = id < 0,

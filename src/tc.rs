@@ -170,6 +170,21 @@ impl Rtnl {
         self.create(RouteNetlinkMessage::NewQueueDiscipline(msg))
     }
 
+    /// Gives link `index` an ingress qdisc whose filters are those of the
+    /// shared block `block` (which a link's qdisc must hold already). It has
+    /// no egress side, so the link is in no other block: removing a qdisc
+    /// walks the list of every qdisc of each shared block it is in, ~0.17 ms
+    /// per block with 1000 links, and a clsact's egress side would need a
+    /// block, shared or made (see [`Rtnl::join_blocks`]).
+    pub fn join_ingress_block(&mut self, index: u32, block: u32) -> io::Result<()> {
+        let mut msg = ingress_message(ifindex(index)?);
+        msg.attributes.push(TcAttribute::Other(DefaultNla::new(
+            TCA_INGRESS_BLOCK,
+            block.to_ne_bytes().to_vec(),
+        )));
+        self.create(RouteNetlinkMessage::NewQueueDiscipline(msg))
+    }
+
     /// Adds program `prog` as a direct-action `bpf` filter to the shared
     /// block `block` (which a link's qdisc must hold already).
     pub fn attach_block_program(&mut self, block: u32, prog: i32, name: &str) -> io::Result<()> {

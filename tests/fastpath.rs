@@ -61,7 +61,8 @@ fn traffic_between_containers_skips_the_bridge() {
         "{crossed} of {BULK} bytes went out of fast-a's host end: not on the fast path"
     );
     // The host ends run the network's program from the one shared block
-    // their bridge holds it in: a qdisc each, no filter each.
+    // their bridge holds it in: an ingress qdisc each (in no egress block),
+    // no filter each.
     let veth = lab.inspect("fast-a")["endpoints"][0]["host_ifname"]
         .as_str()
         .unwrap()
@@ -74,6 +75,7 @@ fn traffic_between_containers_skips_the_bridge() {
         .nth(1)
         .unwrap_or_else(|| panic!("{veth} is on no shared block: {qdisc}"))
         .to_string();
+    assert!(!qdisc.contains("egress_block"), "{veth}: {qdisc}");
     assert!(
         lab.sh_host(&format!("tc qdisc show dev {bridge} ingress"))
             .contains(&format!("ingress_block {block} ")),

@@ -492,42 +492,48 @@ fn gc_replumbs_a_container_whose_veth_was_deleted() {
     assert_eq!(lab.rete_ok(&["gc"]), "");
 }
 
-/// `rete rm` leaves deleting a container's veth pair to the kernel, which
-/// does it when it tears the namespace down. When something outside rete
-/// still holds the namespace, the host end is taken off the bridge at once:
-/// the address can go to a new container with no duplicate on the bridge,
-/// the old namespace reaches nothing, and `rete gc` deletes the end the
-/// kernel could not. With nothing holding it, gc leaves the dying pair to
-/// the kernel and reports nothing.
+/// `rete rm` deletes a container's veth pairs from inside its namespace,
+/// also while something outside rete still holds that namespace: on return
+/// neither end is left, the old namespace reaches nothing and the address
+/// can go to a new container. Where the container end is not what rete made
+/// (renamed inside), the host end is taken off the bridge and down at once,
+/// carrying nothing, and `rete gc` deletes it once the kernel could not.
+/// With nothing holding the namespace, gc has nothing to do and nothing is
+/// left.
 #[test]
-fn rm_cuts_off_a_namespace_something_else_still_holds() {
+fn rm_deletes_the_pair_of_a_namespace_something_else_still_holds() {
     require_root!();
     let lab = Lab::new("gc-held");
     lab.rete_ok(&["network", "create", "web", "--subnet", "10.71.0.0/24"]);
-    lab.rete_ok(&["create", "old", "--network", "web", "--ip", "10.71.0.9"]);
     let veth_of = |name: &str| {
         lab.inspect(name)["endpoints"][0]["host_ifname"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let veth = veth_of("old");
     let gateway: IpAddr = "10.71.0.1".parse().unwrap();
-    assert!(ping(&lab.container_ns("old"), gateway));
-
     // A reference rete does not know about, as an `ip netns exec` shell
     // left running would hold.
-    let held = std::fs::File::open(lab.container_ns("old")).unwrap();
-    let held_path = PathBuf::from(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        std::os::fd::AsRawFd::as_raw_fd(&held)
-    ));
+    let hold = |name: &str| {
+        let held = std::fs::File::open(lab.container_ns(name)).unwrap();
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&held)
+        ));
+        (held, path)
+    };
+
+    lab.rete_ok(&["create", "old", "--network", "web", "--ip", "10.71.0.9"]);
+    let veth = veth_of("old");
+    assert!(ping(&lab.container_ns("old"), gateway));
+    let (held, held_path) = hold("old");
     lab.rete_ok(&["rm", "old"]);
-    let line = lab.sh_host(&format!("ip -o link show {veth}"));
+    assert!(!lab.host_links().contains(&veth), "{veth} left behind");
+    let inside = sh_in(&held_path, "ip -o link show");
     assert!(
-        !line.contains(" master ") && line.contains("state DOWN"),
-        "the host end of a removed container still carries traffic: {line}"
+        !inside.contains("eth0"),
+        "the old namespace kept eth0: {inside}"
     );
     assert!(
         !ping_once(&held_path, gateway),
@@ -535,21 +541,35 @@ fn rm_cuts_off_a_namespace_something_else_still_holds() {
     );
     lab.rete_ok(&["create", "new", "--network", "web", "--ip", "10.71.0.9"]);
     assert!(ping(&lab.container_ns("new"), gateway));
+    let report = lab.rete_ok(&["gc"]);
+    assert!(!report.contains(&veth), "{report}");
+    drop(held);
 
+    // The container end renamed inside: rete cannot tell it is its own.
+    let veth = veth_of("new");
+    let (held, held_path) = hold("new");
+    sh_in(
+        &held_path,
+        "ip link set eth0 down && ip link set eth0 name other",
+    );
+    lab.rete_ok(&["rm", "new"]);
+    let line = lab.sh_host(&format!("ip -o link show {veth}"));
+    assert!(
+        !line.contains(" master ") && line.contains("state DOWN"),
+        "the host end of a removed container still carries traffic: {line}"
+    );
+    lab.rete_ok(&["create", "newer", "--network", "web", "--ip", "10.71.0.9"]);
+    assert!(ping(&lab.container_ns("newer"), gateway));
     let report = lab.rete_ok(&["gc"]);
     assert!(report.contains(&veth), "gc should delete {veth}: {report}");
     assert!(!lab.host_links().contains(&veth), "{veth} left behind");
     drop(held);
 
-    // Nothing holds it: the kernel deletes the pair with the namespace, gc
-    // run at once has nothing to do, and nothing is left.
-    let veth = veth_of("new");
-    lab.rete_ok(&["rm", "new"]);
+    // Nothing holds it: nothing for gc, nothing left.
+    let veth = veth_of("newer");
+    lab.rete_ok(&["rm", "newer"]);
     let report = lab.rete_ok(&["gc"]);
-    assert!(
-        !report.contains(&veth),
-        "gc took the kernel's work: {report}"
-    );
+    assert!(!report.contains(&veth), "{report}");
     assert!(!lab.host_links().contains(&veth), "{veth} left behind");
     assert_no_residue(&lab);
 }

@@ -1,6 +1,8 @@
 //! The kernel's after-work left to a process of rete's own (src/linger.rs):
 //! a deleted link is gone when `delete_link` returns, a missing one is no
-//! error, and a descriptor given to `close_later` does get closed.
+//! error, a veth deleted from the end in another namespace is gone from
+//! both when `delete_link_in` returns, and a descriptor given to
+//! `close_later` does get closed.
 
 mod common;
 
@@ -11,7 +13,12 @@ use common::*;
 
 /// The names of the host namespace's links.
 fn links(lab: &Lab) -> Vec<String> {
-    lab.sh_host("ip -o link show")
+    links_in(&lab.host)
+}
+
+/// The names of the links of the namespace at `ns`.
+fn links_in(ns: &std::path::Path) -> Vec<String> {
+    sh_in(ns, "ip -o link show")
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
@@ -38,6 +45,39 @@ fn a_deleted_link_is_gone_on_return() {
     let e = in_ns(&lab.host, || rete::linger::delete_link("lo")).unwrap_err();
     assert!(e.raw_os_error().is_some(), "{e}");
     assert!(links(&lab).contains(&"lg-br".to_string()));
+}
+
+#[test]
+fn a_pair_deleted_from_its_inner_end_is_gone_from_both_namespaces() {
+    require_root!();
+    let lab = Lab::new("linger-in");
+    // Unpinned with the lab's.
+    let inner = lab.container_ns("c");
+    rete::netns::create(&inner).expect("create container namespace");
+    // The pair spans the two namespaces, its host end on a bridge; the host
+    // has a link of the inner end's name too, which must stay.
+    lab.sh_host(&format!(
+        "ip link add lg-br type bridge && ip link set lg-br up && \
+         ip link add lg-h master lg-br up type veth peer name eth0 netns {} && \
+         ip link add eth0 type veth peer name lg-o",
+        inner.display()
+    ));
+    sh_in(&inner, "ip link set eth0 up");
+    let ns = std::fs::File::open(&inner).expect("open container namespace");
+    rete::linger::delete_link_in(&ns, "eth0").expect("delete eth0 inside");
+    // Unlisted on both sides on return; the host's own eth0 untouched.
+    let host = links(&lab);
+    assert!(!host.iter().any(|l| l == "lg-h"), "{host:?}");
+    assert!(
+        host.iter().any(|l| l == "eth0") && host.iter().any(|l| l == "lg-o"),
+        "{host:?}"
+    );
+    let now = links_in(&inner);
+    assert!(!now.iter().any(|l| l == "eth0"), "{now:?}");
+    assert_eq!(sh_in(&lab.host, "ip -o link show master lg-br"), "");
+    // Already gone: not an error, and the host's eth0 still stays.
+    rete::linger::delete_link_in(&ns, "eth0").expect("delete eth0 inside again");
+    assert!(links(&lab).iter().any(|l| l == "eth0"));
 }
 
 #[test]

@@ -446,17 +446,18 @@ fn remove(db: &Db, kernel: &mut Kernel, name: &str) -> Result<bool> {
             for ep in &c.endpoints {
                 leave_fastpath(db, kernel, ep)?;
             }
+            // Held open while its veths go, from the inside.
+            let ns = netns::open(path).ok();
             netns::remove(path)
                 .map_err(|e| Error::kernel(format!("remove namespace {}", path.display()), e))?;
-            true
+            Some(ns)
         }
-        _ => false,
+        _ => None,
     };
     for ep in &c.endpoints {
-        if dropped {
-            unplumb_dropped(kernel, ep)?;
-        } else {
-            unplumb(db, kernel, c.netns.as_deref(), ep)?;
+        match &dropped {
+            Some(ns) => unplumb_dropped(kernel, ns.as_ref(), ep)?,
+            None => unplumb(db, kernel, c.netns.as_deref(), ep)?,
         }
     }
     db.delete_container(name)?;

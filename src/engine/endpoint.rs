@@ -373,8 +373,13 @@ pub(super) fn unplumb(
     leave_fastpath(db, kernel, ep)?;
     match ep.host_end() {
         // Unlisted now, freed by the kernel after this returns.
-        Some(host_end) => crate::linger::delete_link(host_end)
-            .map_err(|e| Error::kernel(format!("delete veth {host_end}"), e))?,
+        Some(host_end) => {
+            let ns = netns.and_then(|p| netns::open(p).ok());
+            if !delete_from_inside(kernel, ns.as_ref(), ep, host_end)? {
+                crate::linger::delete_link(host_end)
+                    .map_err(|e| Error::kernel(format!("delete veth {host_end}"), e))?;
+            }
+        }
         None => {
             if let Some(ns) = netns.and_then(|p| netns::open(p).ok()) {
                 let mut inner = Rtnl::open_in(&ns)
@@ -388,19 +393,62 @@ pub(super) fn unplumb(
     shaping::remove(kernel, ep)
 }
 
-/// Unplumbs an endpoint whose namespace rete has just let go of (its pin
-/// unmounted, its processes ended): the kernel deletes the namespace's
-/// devices, and with them both ends of the veth pair, in its namespace
-/// teardown, batched and off this process's path; deleting the veth here
-/// would wait ~20 ms for the kernel's grace periods. Only its host end is
-/// cut off the bridge now, so that it carries nothing even while something
-/// outside rete still holds the namespace (`rete gc` deletes such an end).
-pub(super) fn unplumb_dropped(kernel: &mut Kernel, ep: &Endpoint) -> Result<()> {
+/// Deletes the endpoint's veth pair from its container end, if that is in
+/// namespace `ns` under the endpoint's name (false, having done nothing,
+/// when it is not). The kernel then says the pair is gone before it takes
+/// the host end off its bridge: ~2 ms of walking the bridge's ports with
+/// 1000 of them, which goes on in rete's lingering process (see
+/// `crate::linger`).
+fn delete_from_inside(
+    kernel: &mut Kernel,
+    ns: Option<&File>,
+    ep: &Endpoint,
+    host_end: &str,
+) -> Result<bool> {
+    let Some(ns) = ns.filter(|ns| is_container_end(kernel, ns, ep, host_end)) else {
+        return Ok(false);
+    };
+    crate::linger::delete_link_in(ns, &ep.ifname)
+        .map_err(|e| Error::kernel(format!("delete veth {host_end}"), e))?;
+    Ok(true)
+}
+
+/// Whether link `ep.ifname` of namespace `ns` and host end `host_end` are
+/// the two ends of one veth pair.
+fn is_container_end(kernel: &mut Kernel, ns: &File, ep: &Endpoint, host_end: &str) -> bool {
+    let Some(host) = kernel
+        .host()
+        .ok()
+        .and_then(|h| h.link(host_end).ok().flatten())
+    else {
+        return false;
+    };
+    let Some(inner) = Rtnl::open_in(ns)
+        .ok()
+        .and_then(|mut r| r.link(&ep.ifname).ok().flatten())
+    else {
+        return false;
+    };
+    inner.kind.as_deref() == Some("veth")
+        && inner.peer == Some(host.index)
+        && host.peer == Some(inner.index)
+}
+
+/// Unplumbs an endpoint whose namespace rete has just unpinned (its
+/// processes ended), `ns` the last hold on it: the pair goes from inside
+/// (see [`delete_from_inside`]), before the namespace with it. Without a hold,
+/// the kernel deletes the pair in the namespace's teardown, batched and
+/// off this process's path; only the host end is cut off the bridge now,
+/// so that it carries nothing even while something outside rete still
+/// holds the namespace (`rete gc` deletes such an end).
+pub(super) fn unplumb_dropped(kernel: &mut Kernel, ns: Option<&File>, ep: &Endpoint) -> Result<()> {
     if let Some(host_end) = ep.host_end() {
-        kernel
-            .host()?
-            .cut_off(host_end)
-            .map_err(|e| Error::kernel(format!("take veth {host_end} off its bridge"), e))?;
+        if !delete_from_inside(kernel, ns, ep, host_end)? {
+            kernel
+                .host()?
+                .cut_off(host_end)
+                .map_err(|e| Error::kernel(format!("take veth {host_end} off its bridge"), e))?;
+        }
     }
     shaping::remove(kernel, ep)
 }

@@ -78,13 +78,13 @@ fn publish_name(bridge: u32) -> String {
 }
 
 /// The shared tc block of the network on bridge `bridge`: its program's
-/// filter, run on the ingress of the bridge and of every container's host
-/// end ([`Rtnl::join_blocks`]).
+/// filter, run on the ingress of the bridge ([`Rtnl::join_blocks`]) and of
+/// every container's host end ([`Rtnl::join_ingress_block`]).
 fn ingress_block(bridge: u32) -> u32 {
     0x8000_0000 | bridge
 }
 
-/// The shared tc block of their egress: empty, one for all networks.
+/// The shared tc block of the bridges' egress: empty, one for all networks.
 const EGRESS_BLOCK: u32 = 0x7e7e_0001;
 
 /// The routed program's filter priority on a device rete does not own
@@ -187,7 +187,7 @@ impl Shortcut {
     /// containers. Best before the link is up (see `Rtnl::join_blocks`).
     pub fn plug(&self, host: &mut Rtnl, host_end: u32) -> io::Result<()> {
         match self.block {
-            Some(block) => host.join_blocks(host_end, block, EGRESS_BLOCK),
+            Some(block) => host.join_ingress_block(host_end, block),
             None => host.attach_ingress_program(host_end, self.prog.fd(), PROG_NAME),
         }
     }
