@@ -923,6 +923,58 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         }
         println!();
     }
+    // Detach relative to the floor as the bridge empties, container by
+    // container: the floor's detach has steps of its own (grace periods),
+    // which the ratio of container i to the floor's container i, timed
+    // moments apart, follows more closely than a ratio of medians.
+    let detach_paired: Vec<(usize, Vec<f64>)> = match find("floor") {
+        Some(f) => retes
+            .iter()
+            .map(|&r| {
+                let q = samples[r]
+                    .detach
+                    .iter()
+                    .zip(&samples[f].detach)
+                    .map(|(a, b)| a / b)
+                    .collect();
+                (r, q)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if !detach_paired.is_empty() {
+        println!("Detach relative to the floor, paired (median of peer / floor over the containers), by blocks of {block} detached (the first with {}..{} attached):", args.n, args.n + 1 - block.min(args.n));
+        println!();
+        let mut head = String::from("| detached |");
+        let mut rule = String::from("|---|");
+        for (r, _) in &detach_paired {
+            head.push_str(&format!(" {} |", peers[*r].name()));
+            rule.push_str("---:|");
+        }
+        println!("{head}");
+        println!("{rule}");
+        let spans = (0..args.n)
+            .step_by(block)
+            .map(|lo| {
+                (
+                    format!("{}-{}", lo + 1, (lo + block).min(args.n)),
+                    lo,
+                    (lo + block).min(args.n),
+                )
+            })
+            .chain([
+                (format!("first {w}"), 0, w),
+                (format!("last {w}"), args.n - w, args.n),
+            ]);
+        for (label, lo, hi) in spans {
+            let mut line = format!("| {label} |");
+            for (_, q) in &detach_paired {
+                line.push_str(&format!(" {:.3} |", median(&q[lo..hi])));
+            }
+            println!("{line}");
+        }
+        println!();
+    }
     // Attach medians by blocks of containers: how each peer grows.
     println!("Attach medians (ms) by blocks of {block} containers:");
     println!();
@@ -980,6 +1032,20 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
             if rn <= r1 {
                 "met"
             } else if rn <= r1 * 1.05 {
+                "NOT met, within 5%"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    if let Some((_, q)) = detach_paired.iter().find(|(r, _)| Some(*r) == find("rete")) {
+        let (q1, qn) = (median(&q[..w]), median(&q[args.n - w..]));
+        println!(
+            "- target rete detach/floor with {} attached no worse than with {w}..1 (paired, first vs last {w} detached): {} ({q1:.3} vs {qn:.3})",
+            args.n,
+            if q1 <= qn {
+                "met"
+            } else if q1 <= qn * 1.05 {
                 "NOT met, within 5%"
             } else {
                 "NOT met"
