@@ -2,20 +2,26 @@
 //! process of rete's own so that rete returns without them.
 //!
 //! Three such waits are most of what removing a container costs:
-//! - **Deleting a network device.** Within a millisecond or two the kernel
-//!   has closed the device and unlisted it: its name, addresses and routes
-//!   are gone and the RTM_DELLINK notification is out. Then, before it
-//!   frees the device, it makes the deleting process wait for every pending
-//!   RCU callback of the machine (`rcu_barrier`, ~20 ms here).
-//!   [`delete_link`] returns once the device is unlisted.
+//! - **Deleting a network device.** The kernel first closes the device
+//!   (and a veth's peer with it) and says so (an RTM_NEWLINK without
+//!   IFF_UP); from then on the deletion cannot fail and nothing passes
+//!   through the device. It unlists it next (RTM_DELLINK), and before it
+//!   frees it, it makes the deleting process wait for every pending RCU
+//!   callback of the machine (`rcu_barrier`, ~20 ms here). All of it but
+//!   the freeing happens under the lock every network change takes
+//!   (rtnl), so a change asked for after the close (a device of the same
+//!   name, an address) is served once the device is unlisted.
+//!   [`delete_link`] returns at the close, or, for a device already down,
+//!   once it is unlisted.
 //! - **Taking a veth's host end off a crowded bridge.** The kernel deletes
-//!   both ends of a pair in one batch: it closes and unlists both, then
-//!   finishes each in turn, the end it was asked to delete first, each
-//!   with its RTM_DELLINK. Finishing a bridge port walks the bridge's
-//!   ports a dozen times (spanning tree, headroom, features, upper-device
-//!   links, the forwarding database): ~2 ms with 1000 ports here. Asked
-//!   from the container's end ([`delete_link_in`]), the pair is unlisted
-//!   and the container end finished before that starts.
+//!   both ends of a pair in one batch: it closes both, the end it was asked
+//!   to delete first, then unlists both and finishes each in turn. Every
+//!   step the host end takes as a bridge port walks the bridge's ports:
+//!   once when it closes (the spanning tree's port selections, ~1 ms with
+//!   1000 ports here), a dozen times when it leaves the bridge (headroom,
+//!   features, upper-device links, the forwarding database, ~2 ms). Asked
+//!   from the container's end ([`delete_link_in`]), the container end's
+//!   close is said before any of that starts.
 //! - **Closing the last nftables socket after a commit that deleted
 //!   elements.** The kernel frees deleted elements after an RCU grace period
 //!   and makes the process closing a netfilter socket wait for that
@@ -38,15 +44,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::LinkUnspec;
 
 use crate::netlink::Rtnl;
 use crate::netns;
 
-/// How long [`delete_link`] waits for the kernel to unlist the device.
-const UNLIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`delete_link`] waits for the kernel to close or unlist the
+/// device.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// RTMGRP_LINK: the multicast group of link notifications.
 const RTMGRP_LINK: u32 = 1;
@@ -55,15 +62,16 @@ const RTMGRP_LINK: u32 = 1;
 const NLMSG_ERROR: u16 = 2;
 
 /// Deletes link `name` of the caller's network namespace (a link already
-/// gone is not an error), returning once the kernel has unlisted it; the
-/// kernel's freeing of it goes on in a process of rete's own.
+/// gone is not an error), returning once the kernel has closed it to delete
+/// it (see the module); the rest of the kernel's work goes on in a process
+/// of rete's own.
 pub fn delete_link(name: &str) -> io::Result<()> {
     delete(None, name)
 }
 
 /// Deletes link `name` of network namespace `ns` (a link already gone is
 /// not an error), as [`delete_link`] does in the caller's: returns once the
-/// kernel has unlisted it, which it says in `ns`.
+/// kernel has closed it, which it says in `ns`.
 pub fn delete_link_in(ns: &File, name: &str) -> io::Result<()> {
     delete(Some(ns), name)
 }
@@ -169,10 +177,10 @@ impl<'a> Deletion<'a> {
         })
     }
 
-    /// Waits until the link is unlisted (its RTM_DELLINK notification) or
-    /// the deleting process has the kernel's answer.
+    /// Waits until the link is closed or unlisted (see [`closed_or_unlisted`])
+    /// or the deleting process has the kernel's answer.
     fn wait(self) -> io::Result<()> {
-        let deadline = Instant::now() + UNLIST_TIMEOUT;
+        let deadline = Instant::now() + DELETE_TIMEOUT;
         let mut watching = true;
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -181,7 +189,7 @@ impl<'a> Deletion<'a> {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "the kernel did not delete {} within {UNLIST_TIMEOUT:?}",
+                        "the kernel did not delete {} within {DELETE_TIMEOUT:?}",
                         self.name
                     ),
                 ));
@@ -233,7 +241,7 @@ impl<'a> Deletion<'a> {
                     }
                     continue;
                 }
-                if unlisted(&buf[..n as usize], self.name) {
+                if closed_or_unlisted(&buf[..n as usize], self.name) {
                     return Ok(());
                 }
             }
@@ -255,19 +263,29 @@ impl<'a> Deletion<'a> {
     }
 }
 
-/// Whether the notifications in `datagram` include the deletion of link
-/// `name`.
-fn unlisted(datagram: &[u8], name: &str) -> bool {
+/// Whether the notifications in `datagram` say that link `name` went down
+/// (an RTM_NEWLINK whose change mask has IFF_UP and whose flags do not: the
+/// close a deletion starts with, since the link was subscribed to just
+/// before its deletion was asked for) or is deleted (RTM_DELLINK).
+fn closed_or_unlisted(datagram: &[u8], name: &str) -> bool {
     let mut off = 0;
     while off < datagram.len() {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[off..]) else {
             return false;
         };
         let len = msg.header.length as usize;
-        // The device's own notification, not the bridge's (AF_BRIDGE) about
-        // it leaving as a port, which comes first.
-        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = &msg.payload {
-            if link.header.interface_family == AddressFamily::Unspec
+        // The device's own notifications, not the bridge's (AF_BRIDGE)
+        // about it as a port.
+        let (link, unlisted) = match &msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => (Some(link), true),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => (Some(link), false),
+            _ => (None, false),
+        };
+        if let Some(link) = link {
+            let h = &link.header;
+            let closed = h.change_mask.contains(LinkFlags::Up) && !h.flags.contains(LinkFlags::Up);
+            if h.interface_family == AddressFamily::Unspec
+                && (unlisted || closed)
                 && link
                     .attributes
                     .iter()

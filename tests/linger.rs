@@ -1,8 +1,8 @@
 //! The kernel's after-work left to a process of rete's own (src/linger.rs):
-//! a deleted link is gone when `delete_link` returns, a missing one is no
-//! error, a veth deleted from the end in another namespace is gone from
-//! both when `delete_link_in` returns, and a descriptor given to
-//! `close_later` does get closed.
+//! a deleted link is down when `delete_link` returns and gone for any
+//! network change made after, a missing one is no error, a veth deleted
+//! from the end in another namespace is so in both, and a descriptor given
+//! to `close_later` does get closed.
 
 mod common;
 
@@ -16,6 +16,17 @@ fn links(lab: &Lab) -> Vec<String> {
     links_in(&lab.host)
 }
 
+/// Whether a link of the namespace at `ns` named `name` is up.
+fn up_in(ns: &std::path::Path, name: &str) -> bool {
+    sh_in(ns, "ip -o link show").lines().any(|l| {
+        let listed = l
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n));
+        listed == Some(name) && (l.contains(",UP") || l.contains("<UP"))
+    })
+}
+
 /// The names of the links of the namespace at `ns`.
 fn links_in(ns: &std::path::Path) -> Vec<String> {
     sh_in(ns, "ip -o link show")
@@ -26,7 +37,7 @@ fn links_in(ns: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
-fn a_deleted_link_is_gone_on_return() {
+fn a_deleted_link_is_down_on_return_and_gone_for_the_next_change() {
     require_root!();
     let lab = Lab::new("linger");
     lab.sh_host(
@@ -35,7 +46,10 @@ fn a_deleted_link_is_gone_on_return() {
     );
     assert!(links(&lab).contains(&"lg-a".to_string()));
     in_ns(&lab.host, || rete::linger::delete_link("lg-a")).expect("delete lg-a");
-    // Both ends, at once: no waiting for the kernel's teardown here.
+    // Both ends down on return, gone for the next change: their names are
+    // free at once.
+    assert!(!up_in(&lab.host, "lg-a") && !up_in(&lab.host, "lg-b"));
+    lab.sh_host("ip link add lg-a type veth peer name lg-b && ip link del lg-a");
     let now = links(&lab);
     assert!(!now.iter().any(|l| l == "lg-a" || l == "lg-b"), "{now:?}");
     // Already gone, and never there: not an error.
@@ -48,7 +62,7 @@ fn a_deleted_link_is_gone_on_return() {
 }
 
 #[test]
-fn a_pair_deleted_from_its_inner_end_is_gone_from_both_namespaces() {
+fn a_pair_deleted_from_its_inner_end_is_down_and_gone_in_both_namespaces() {
     require_root!();
     let lab = Lab::new("linger-in");
     // Unpinned with the lab's.
@@ -65,7 +79,14 @@ fn a_pair_deleted_from_its_inner_end_is_gone_from_both_namespaces() {
     sh_in(&inner, "ip link set eth0 up");
     let ns = std::fs::File::open(&inner).expect("open container namespace");
     rete::linger::delete_link_in(&ns, "eth0").expect("delete eth0 inside");
-    // Unlisted on both sides on return; the host's own eth0 untouched.
+    // Down on both sides on return, and gone for the next change: both
+    // names are free at once; the host's own eth0 untouched.
+    assert!(!up_in(&inner, "eth0") && !up_in(&lab.host, "lg-h"));
+    sh_in(
+        &inner,
+        "ip link add eth0 type veth peer name lg-p && ip link del eth0",
+    );
+    lab.sh_host("ip link add lg-h type veth peer name lg-p && ip link del lg-h");
     let host = links(&lab);
     assert!(!host.iter().any(|l| l == "lg-h"), "{host:?}");
     assert!(

@@ -372,7 +372,7 @@ pub(super) fn unplumb(
 ) -> Result<()> {
     leave_fastpath(db, kernel, ep)?;
     match ep.host_end() {
-        // Unlisted now, freed by the kernel after this returns.
+        // Closed now, unlisted and freed by the kernel after this returns.
         Some(host_end) => {
             let ns = netns.and_then(|p| netns::open(p).ok());
             if !delete_from_inside(kernel, ns.as_ref(), ep, host_end)? {
@@ -395,10 +395,10 @@ pub(super) fn unplumb(
 
 /// Deletes the endpoint's veth pair from its container end, if that is in
 /// namespace `ns` under the endpoint's name (false, having done nothing,
-/// when it is not). The kernel then says the pair is gone before it takes
-/// the host end off its bridge: ~2 ms of walking the bridge's ports with
-/// 1000 of them, which goes on in rete's lingering process (see
-/// `crate::linger`).
+/// when it is not). The kernel then says the container end is closed before
+/// the host end's close and its leaving the bridge walk the bridge's ports
+/// (~3 ms with 1000 of them), which goes on in rete's lingering process
+/// (see `crate::linger`).
 fn delete_from_inside(
     kernel: &mut Kernel,
     ns: Option<&File>,

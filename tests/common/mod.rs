@@ -186,14 +186,15 @@ impl Lab {
     /// Devices, addresses and nftables state of the host namespace, for
     /// residue checks.
     ///
-    /// Host ends of veths that `rete rm` cut off (down, in no bridge: it
-    /// leaves deleting the pair to the kernel's teardown of the container's
-    /// namespace, moments later) are waited for, up to 10 s, so they count
-    /// only if the kernel never deletes them.
+    /// Host ends of veths that are down are waited for, up to 10 s, so they
+    /// count only if the kernel never deletes them: those `rete rm` cut off
+    /// (in no bridge: it leaves deleting the pair to the kernel's teardown
+    /// of the container's namespace, moments later), and those of pairs
+    /// whose deletion the kernel is finishing (rete returns once it has
+    /// closed them).
     pub fn host_links(&self) -> Vec<String> {
         let mut listed = String::new();
-        let cut_off =
-            |l: &str| l.contains(": rete-") && !l.contains(" master ") && !l.contains(",UP");
+        let cut_off = |l: &str| l.contains(": rete-") && !l.contains(",UP");
         for _ in 0..200 {
             listed = sh_in(&self.host, "ip -o link show");
             if !listed.lines().any(cut_off) {
