@@ -48,6 +48,8 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::LinkUnspec;
 
+use nix::sys::socket::{setsockopt, sockopt};
+
 use crate::netlink::Rtnl;
 use crate::netns;
 
@@ -308,17 +310,7 @@ fn deletion_sockets() -> io::Result<(OwnedFd, OwnedFd)> {
     let monitor = netlink_socket(RTMGRP_LINK)?;
     // A busy namespace's notifications must not crowd out the one
     // awaited; a lost one only means waiting for the status instead.
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: valid fd and option value.
-    unsafe {
-        libc::setsockopt(
-            monitor.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-    }
+    let _ = setsockopt(&monitor, sockopt::RcvBufForce, &(4 << 20));
     Ok((monitor, netlink_socket(0)?))
 }
 

@@ -11,6 +11,9 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -78,20 +81,8 @@ impl NfSocket {
         }
         // SAFETY: fd is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd and option struct.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-        }
+        // Best effort: without it a reply that never comes blocks for good.
+        let _ = setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(5, 0));
         Ok(NfSocket { fd, seq: 0 })
     }
 
