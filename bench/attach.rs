@@ -923,6 +923,11 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         }
         println!();
     }
+    // Blocks of containers, in the order attached (and detached).
+    let blocks: Vec<(usize, usize)> = (0..args.n)
+        .step_by(block)
+        .map(|lo| (lo, (lo + block).min(args.n)))
+        .collect();
     // Detach relative to the floor as the bridge empties, container by
     // container: the floor's detach has steps of its own (grace periods),
     // which the ratio of container i to the floor's container i, timed
@@ -953,15 +958,9 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         }
         println!("{head}");
         println!("{rule}");
-        let spans = (0..args.n)
-            .step_by(block)
-            .map(|lo| {
-                (
-                    format!("{}-{}", lo + 1, (lo + block).min(args.n)),
-                    lo,
-                    (lo + block).min(args.n),
-                )
-            })
+        let spans = blocks
+            .iter()
+            .map(|&(lo, hi)| (format!("{}-{hi}", lo + 1), lo, hi))
             .chain([
                 (format!("first {w}"), 0, w),
                 (format!("last {w}"), args.n - w, args.n),
@@ -992,10 +991,6 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
     }
     println!("{head}");
     println!("{rule}");
-    let blocks: Vec<(usize, usize)> = (0..args.n)
-        .step_by(block)
-        .map(|lo| (lo, (lo + block).min(args.n)))
-        .collect();
     let mut over_floor: Vec<Vec<String>> = vec![Vec::new(); peers.len()];
     for &(lo, hi) in &blocks {
         let mut line = format!("| {}-{} |", lo + 1, hi);
@@ -1029,13 +1024,7 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         let (r1, rn) = (ra.first / fa.first, ra.last / fa.last);
         println!(
             "- target rete/floor at the last {w} no worse than at the first {w}: {} ({rn:.2} vs {r1:.2})",
-            if rn <= r1 {
-                "met"
-            } else if rn <= r1 * 1.05 {
-                "NOT met, within 5%"
-            } else {
-                "NOT met"
-            }
+            verdict(rn, r1)
         );
     }
     if let Some((_, q)) = detach_paired.iter().find(|(r, _)| Some(*r) == find("rete")) {
@@ -1043,13 +1032,7 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
         println!(
             "- target rete detach/floor with {} attached no worse than with {w}..1 (paired, first vs last {w} detached): {} ({q1:.3} vs {qn:.3})",
             args.n,
-            if q1 <= qn {
-                "met"
-            } else if q1 <= qn * 1.05 {
-                "NOT met, within 5%"
-            } else {
-                "NOT met"
-            }
+            verdict(q1, qn)
         );
     }
     if let (Some(r), Some(n)) = (find("rete"), find("netavark")) {
@@ -1100,5 +1083,16 @@ fn report(args: &Args, peers: &[Box<dyn Peer>], samples: &[Samples], took: Durat
             rows[n].0.all,
             rows[n].1.all / rows[r].1.all
         );
+    }
+}
+
+/// Whether `x` is no worse (no greater) than `limit`, as a target line says it.
+fn verdict(x: f64, limit: f64) -> &'static str {
+    if x <= limit {
+        "met"
+    } else if x <= limit * 1.05 {
+        "NOT met, within 5%"
+    } else {
+        "NOT met"
     }
 }

@@ -44,7 +44,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::LinkUnspec;
 
@@ -270,31 +270,33 @@ impl<'a> Deletion<'a> {
 /// close a deletion starts with, since the link was subscribed to just
 /// before its deletion was asked for) or is deleted (RTM_DELLINK).
 fn closed_or_unlisted(datagram: &[u8], name: &str) -> bool {
+    // The device's own notifications, not the bridge's (AF_BRIDGE)
+    // about it as a port.
+    let own = |link: &LinkMessage| {
+        link.header.interface_family == AddressFamily::Unspec
+            && link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
+    };
     let mut off = 0;
     while off < datagram.len() {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[off..]) else {
             return false;
         };
         let len = msg.header.length as usize;
-        // The device's own notifications, not the bridge's (AF_BRIDGE)
-        // about it as a port.
-        let (link, unlisted) = match &msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => (Some(link), true),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => (Some(link), false),
-            _ => (None, false),
-        };
-        if let Some(link) = link {
-            let h = &link.header;
-            let closed = h.change_mask.contains(LinkFlags::Up) && !h.flags.contains(LinkFlags::Up);
-            if h.interface_family == AddressFamily::Unspec
-                && (unlisted || closed)
-                && link
-                    .attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
-            {
-                return true;
+        let said = match &msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => own(link),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                let h = &link.header;
+                own(link)
+                    && h.change_mask.contains(LinkFlags::Up)
+                    && !h.flags.contains(LinkFlags::Up)
             }
+            _ => false,
+        };
+        if said {
+            return true;
         }
         if len == 0 {
             return false;

@@ -18,22 +18,14 @@ fn links(lab: &Lab) -> Vec<String> {
 
 /// Whether a link of the namespace at `ns` named `name` is up.
 fn up_in(ns: &std::path::Path, name: &str) -> bool {
-    sh_in(ns, "ip -o link show").lines().any(|l| {
-        let listed = l
-            .split(": ")
-            .nth(1)
-            .map(|n| n.split('@').next().unwrap_or(n));
-        listed == Some(name) && (l.contains(",UP") || l.contains("<UP"))
-    })
+    sh_in(ns, "ip -o link show")
+        .lines()
+        .any(|l| link_name(l) == Some(name) && (l.contains(",UP") || l.contains("<UP")))
 }
 
 /// The names of the links of the namespace at `ns`.
 fn links_in(ns: &std::path::Path) -> Vec<String> {
-    sh_in(ns, "ip -o link show")
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect()
+    link_names(&sh_in(ns, "ip -o link show"))
 }
 
 #[test]

@@ -15,21 +15,12 @@ fn exec(lab: &Lab, name: &str, argv: &[&str]) -> String {
     lab.rete_ok(&args)
 }
 
-/// Interface names listed by `ip -o link`.
-fn ifnames(ip_o_link: &str) -> Vec<String> {
-    ip_o_link
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn none_mode_has_only_loopback_and_it_is_up() {
     require_root!();
     let lab = Lab::new("mode-none");
     let links = lab.rete_ok(&["run", "--network", "none", "iso", "--", "ip", "-o", "link"]);
-    assert_eq!(ifnames(&links), ["lo"], "{links}");
+    assert_eq!(link_names(&links), ["lo"], "{links}");
     assert!(
         links.contains("<LOOPBACK,UP,LOWER_UP>"),
         "lo is up: {links}"
@@ -40,7 +31,7 @@ fn none_mode_has_only_loopback_and_it_is_up() {
     let routes = exec(&lab, "iso", &["ip", "route", "show", "default"]);
     assert_eq!(routes.trim(), "", "no default route");
     // It has its own namespace, not the host's: the uplink is not there.
-    assert!(!ifnames(&links).contains(&"uplink".to_string()));
+    assert!(!link_names(&links).contains(&"uplink".to_string()));
     // A server on its loopback answers there.
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let _srv = Server::tcp(&lab.container_ns("iso"), lo, 7000, "lo-none", 1);
@@ -62,7 +53,7 @@ fn host_mode_runs_in_the_host_namespace() {
     let lab = Lab::new("mode-host");
     let links = lab.rete_ok(&["run", "--network", "host", "h", "--", "ip", "-o", "link"]);
     assert!(
-        ifnames(&links).contains(&"uplink".to_string()),
+        link_names(&links).contains(&"uplink".to_string()),
         "the host's uplink is visible: {links}"
     );
     let addrs = exec(&lab, "h", &["ip", "-o", "-4", "addr", "show", "uplink"]);
@@ -109,7 +100,7 @@ fn bridge_mode_has_eth0_with_address_default_route_and_lo_up() {
     assert!(ip.to_string().starts_with("10.71.0."), "{ip}");
 
     let links = exec(&lab, "c", &["ip", "-o", "link"]);
-    let mut names = ifnames(&links);
+    let mut names = link_names(&links);
     names.sort();
     assert_eq!(names, ["eth0", "lo"], "{links}");
     for l in links.lines() {
@@ -246,7 +237,7 @@ fn several_networks_and_connect_disconnect() {
 
     // disconnect removes it, and the address goes with it.
     lab.rete_ok(&["network", "disconnect", "two", "m"]);
-    let mut names = ifnames(&exec(&lab, "m", &["ip", "-o", "link"]));
+    let mut names = link_names(&exec(&lab, "m", &["ip", "-o", "link"]));
     names.sort();
     assert_eq!(names, ["eth0", "eth2", "lo"]);
     // The subnet route left with the interface. (10.71.22.1 itself still
@@ -269,7 +260,7 @@ fn several_networks_and_connect_disconnect() {
     lab.rete_ok(&["network", "disconnect", "three", "m"]);
     lab.rete_ok(&["network", "connect", "three", "m"]);
     let links = exec(&lab, "m", &["ip", "-o", "link"]);
-    assert!(ifnames(&links).contains(&"eth1".to_string()), "{links}");
+    assert!(link_names(&links).contains(&"eth1".to_string()), "{links}");
     let err = lab.rete_err(&["network", "disconnect", "two", "m"]);
     assert!(err.contains("not connected"), "{err}");
 

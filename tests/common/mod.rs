@@ -202,11 +202,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        listed
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
+        link_names(&listed)
     }
 
     /// The host's links whose name starts with `prefix` (`rete-`: the host
@@ -278,6 +274,22 @@ pub fn enter_on_exec(cmd: &mut Command, ns: &Path) {
             Ok(())
         });
     }
+}
+
+/// The link's name in a line of `ip -o link show`, without its `@peer`.
+pub fn link_name(line: &str) -> Option<&str> {
+    line.split(": ")
+        .nth(1)
+        .map(|n| n.split('@').next().unwrap_or(n))
+}
+
+/// The names of the links `ip -o link show` listed.
+pub fn link_names(ip_o_link: &str) -> Vec<String> {
+    ip_o_link
+        .lines()
+        .filter_map(link_name)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs a shell script inside a namespace; panics with its output on failure.
